@@ -1,0 +1,35 @@
+"""Shared fixtures: the tiny variant and deterministic random weights in the model's tree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pg2edge.config import get_config
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return get_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tiny_cfg):
+    """Random tiny weights (float32, larger than init so logits are not flat)."""
+    import jax
+    import jax.numpy as jnp
+
+    from pg2edge.model import init_params
+
+    params = init_params(tiny_cfg, jax.random.PRNGKey(0))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    noisy = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    return jax.tree.unflatten(tree, [jnp.asarray(x) for x in noisy])
+
+
+@pytest.fixture(scope="session")
+def tiny_pixels(tiny_cfg):
+    rs = np.random.RandomState(0)
+    r = tiny_cfg.resolution
+    return rs.uniform(-1, 1, (2, r, r, 3)).astype(np.float32)
