@@ -1,11 +1,11 @@
 """Gemma 2 decoder: GQA attention with soft-caps, local/global layers, static KV cache.
 
-One function, `decode_layers`, serves training (`cache=None`), prefill and
-single-token decode: new keys/values are written into a fixed-capacity cache at
-each row's start slot, and queries attend over the whole cache under a boolean
-mask. The three mask builders below encode big_vision's prefix-LM rule and
-HF's sliding window (local layers: same prefix block, or causal within the
-window).
+One function, `decode_layers`, serves training, prefill and single-token
+decode: queries attend over (fixed-capacity cache slots, this call's tokens)
+under boolean masks, and the call returns only its own new keys/values, which
+the cache owner writes in place. The three mask builders below encode
+big_vision's prefix-LM rule and HF's sliding window (local layers: same prefix
+block, or causal within the window).
 """
 
 from __future__ import annotations
@@ -30,18 +30,52 @@ class KVCache(NamedTuple):
         return self.k[0].shape[2]
 
 
+class KVChunk(NamedTuple):
+    """The keys and values a graph call produced, each [B, K, T, H] per layer.
+
+    Graphs return only these; whoever owns the cache writes them in place
+    (`write_cache` here, an IO-bound buffer in the runtime), so no graph ever
+    copies the whole cache.
+    """
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+
+
 def init_cache(cfg: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
     """An all-zero cache of capacity `max_len` for every layer."""
     shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.depth))
-    return KVCache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.depth)))
+    return KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.depth)),
+                   v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.depth)))
+
+
+def write_cache(cache: KVCache, chunk: KVChunk, start_b: jax.Array) -> KVCache:
+    """Write each row's chunk at its own start slot (an in-place update under XLA donation)."""
+    def one(c, n, s):
+        return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
+
+    def layer(c, n):
+        return jax.vmap(one)(c, n, start_b)
+
+    return KVCache(k=tuple(map(layer, cache.k, chunk.k)), v=tuple(map(layer, cache.v, chunk.v)))
 
 
 class Masks(NamedTuple):
-    """Boolean [B, T, S] visibility for global and sliding-window layers."""
+    """Boolean visibility for global and sliding-window layers.
 
-    full: jax.Array
-    local: jax.Array
+    `new_*` [B, T, T]: among the tokens of this call; `old_*` [B, T, S]: of
+    this call's tokens onto cache slots (None when no cache is read).
+    """
+
+    new_full: jax.Array
+    new_local: jax.Array
+    old_full: jax.Array | None = None
+    old_local: jax.Array | None = None
+
+    def for_layer(self, cfg: TextConfig, layer: int) -> tuple[jax.Array, jax.Array | None]:
+        if cfg.is_local_layer(layer):
+            return self.new_local, self.old_local
+        return self.new_full, self.old_full
 
 
 def training_masks(cfg: TextConfig, mask_ar_bt: jax.Array, input_mask_bt: jax.Array) -> Masks:
@@ -51,50 +85,52 @@ def training_masks(cfg: TextConfig, mask_ar_bt: jax.Array, input_mask_bt: jax.Ar
     pos = jnp.arange(mask_ar_bt.shape[1])
     in_window = (pos[:, None] - pos[None, :]) < cfg.sliding_window
     same_block = group[:, None, :] == group[:, :, None]
-    return Masks(full=full, local=full & (same_block | in_window[None]))
+    return Masks(new_full=full, new_local=full & (same_block | in_window[None]))
 
 
-def prefill_masks(valid_len_b: jax.Array, num_queries: int, capacity: int) -> Masks:
-    """Every query sees the whole valid prompt (one bidirectional prefix block)."""
-    slot = jnp.arange(capacity)
-    visible = slot[None, :] < valid_len_b[:, None]  # [B, S]
-    full = jnp.broadcast_to(visible[:, None, :], (visible.shape[0], num_queries, capacity))
-    return Masks(full=full, local=full)
+def prefill_masks(valid_len_b: jax.Array, num_queries: int) -> Masks:
+    """Every query sees the whole valid prompt (one bidirectional prefix block, no window)."""
+    visible = jnp.arange(num_queries)[None, :] < valid_len_b[:, None]  # [B, P]
+    full = jnp.broadcast_to(visible[:, None, :], (visible.shape[0], num_queries, num_queries))
+    return Masks(new_full=full, new_local=full)
 
 
 def decode_masks(cfg: TextConfig, pos_b: jax.Array, capacity: int) -> Masks:
-    """A suffix token at `pos` sees slots <= pos; local layers only the last `window`."""
+    """A suffix token at `pos` sees itself and slots < pos; local layers only the last `window`."""
     slot = jnp.arange(capacity)[None, :]
-    full = slot <= pos_b[:, None]
-    local = full & (pos_b[:, None] - slot < cfg.sliding_window)
-    return Masks(full=full[:, None, :], local=local[:, None, :])
+    old_full = slot < pos_b[:, None]
+    old_local = old_full & (pos_b[:, None] - slot < cfg.sliding_window)
+    self_only = jnp.ones((pos_b.shape[0], 1, 1), bool)
+    return Masks(new_full=self_only, new_local=self_only,
+                 old_full=old_full[:, None, :], old_local=old_local[:, None, :])
 
 
-def _write(cache_bksh: jax.Array, new_bksh: jax.Array, start_b: jax.Array) -> jax.Array:
-    """Write each row's new entries at its own start slot (static shapes, no copy in XLA)."""
-    def one(c, n, s):
-        return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
-    return jax.vmap(one)(cache_bksh, new_bksh, start_b)
-
-
-def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, mask_bts: jax.Array,
-               kv: tuple[jax.Array, jax.Array] | None, start_b: jax.Array | None):
-    """GQA self-attention; returns the output and the updated (k, v) of this layer."""
+def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
+               mask_new: jax.Array, mask_old: jax.Array | None, kv_old: tuple[jax.Array, jax.Array] | None):
+    """GQA self-attention over (cache slots, this call's tokens); returns output and new (k, v)."""
     q = jnp.einsum("btd,ndh->btnh", x_btd, p["q_einsum"]["w"])
-    k = jnp.einsum("btd,kdh->bkth", x_btd, p["kv_einsum"]["w"][0])
+    k = jnp.einsum("btd,kdh->btkh", x_btd, p["kv_einsum"]["w"][0])
     v = jnp.einsum("btd,kdh->bkth", x_btd, p["kv_einsum"]["w"][1])
     q = apply_rope(q, pos_bt, cfg.rope_base)
-    k = apply_rope(k.transpose(0, 2, 1, 3), pos_bt, cfg.rope_base).transpose(0, 2, 1, 3)
-    if kv is not None:
-        k = _write(kv[0], k, start_b)
-        v = _write(kv[1], v, start_b)
+    k = apply_rope(k, pos_bt, cfg.rope_base).transpose(0, 2, 1, 3)  # [B,K,T,H]
     b, t, n, h = q.shape
     q = q.reshape(b, t, cfg.num_kv_heads, n // cfg.num_kv_heads, h)
-    logits = jnp.einsum("btkgh,bksh->bkgts", q, k.astype(q.dtype)).astype(jnp.float32)
-    logits = soft_cap(logits * cfg.query_pre_attn_scalar ** -0.5, cfg.attn_logit_softcap)
-    logits = jnp.where(mask_bts[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    scale = cfg.query_pre_attn_scalar ** -0.5
+    neg = jnp.finfo(jnp.float32).min
+
+    def scores(keys_bksh, mask_bts):
+        logits = jnp.einsum("btkgh,bksh->bkgts", q, keys_bksh.astype(q.dtype)).astype(jnp.float32)
+        logits = soft_cap(logits * scale, cfg.attn_logit_softcap)
+        return jnp.where(mask_bts[:, None, None], logits, neg)
+
+    logits = scores(k, mask_new)
+    if kv_old is not None:
+        logits = jnp.concatenate([scores(kv_old[0], mask_old), logits], axis=-1)
     probs = jax.nn.softmax(logits, axis=-1).astype(x_btd.dtype)
-    o = jnp.einsum("bkgts,bksh->btkgh", probs, v.astype(x_btd.dtype)).reshape(b, t, n, h)
+    o = jnp.einsum("bkgts,bksh->btkgh", probs[..., -t:], v)
+    if kv_old is not None:
+        o = o + jnp.einsum("bkgts,bksh->btkgh", probs[..., :-t], kv_old[1].astype(x_btd.dtype))
+    o = o.reshape(b, t, n, h)
     return jnp.einsum("btnh,nhd->btd", o, p["attn_vec_einsum"]["w"]), (k, v)
 
 
@@ -105,17 +141,19 @@ def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
 
 
 def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks,
-                  cache: KVCache | None = None, start_b: jax.Array | None = None
-                  ) -> tuple[jax.Array, KVCache | None]:
-    """Run every decoder layer and the final norm; update the cache if one is given."""
+                  cache: KVCache | None = None) -> tuple[jax.Array, KVChunk]:
+    """Run every decoder layer and the final norm, reading `cache` if given.
+
+    Returns the normed hidden states and this call's keys/values (not yet in the cache).
+    """
     layers = llm["layers"]
     new_k, new_v = [], []
     for i in range(cfg.depth):
         p = jax.tree.map(lambda a: a[i], layers)
-        mask = masks.local if cfg.is_local_layer(i) else masks.full
-        kv = None if cache is None else (cache.k[i], cache.v[i])
+        mask_new, mask_old = masks.for_layer(cfg, i)
+        kv_old = None if cache is None else (cache.k[i], cache.v[i])
         y = rms_norm(x_btd, p["pre_attention_norm"]["scale"], cfg.norm_eps)
-        y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, mask, kv, start_b)
+        y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, mask_new, mask_old, kv_old)
         x_btd = x_btd + rms_norm(y, p["post_attention_norm"]["scale"], cfg.norm_eps)
         y = rms_norm(x_btd, p["pre_ffw_norm"]["scale"], cfg.norm_eps)
         y = _mlp(p["mlp"], y)
@@ -123,8 +161,7 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
         new_k.append(k)
         new_v.append(v)
     x_btd = rms_norm(x_btd, llm["final_norm"]["scale"], cfg.norm_eps)
-    new_cache = None if cache is None else KVCache(k=tuple(new_k), v=tuple(new_v))
-    return x_btd, new_cache
+    return x_btd, KVChunk(k=tuple(new_k), v=tuple(new_v))
 
 
 def embed_tokens(llm: dict, cfg: TextConfig, tokens_bt: jax.Array) -> jax.Array:

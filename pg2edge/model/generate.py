@@ -34,11 +34,15 @@ def _prefill(params, cfg, pixels, tokens, text_len, max_len):
     img = paligemma.encode_image(params, cfg, pixels)
     txt = paligemma.embed(params, cfg, tokens)
     x = jnp.concatenate([img.astype(txt.dtype), txt], axis=1)
+    logits, chunk = paligemma.prefill(params, cfg, x, img.shape[1] + text_len)
     cache = paligemma.init_cache(cfg.text, x.shape[0], max_len, txt.dtype)
-    return paligemma.prefill(params, cfg, x, img.shape[1] + text_len, cache)
+    return logits, paligemma.write_cache(cache, chunk, jnp.zeros((x.shape[0],), jnp.int32))
 
 
-_decode = jax.jit(paligemma.decode_step, static_argnums=(1,), donate_argnums=(4,))
+@partial(jax.jit, static_argnums=(1,), donate_argnums=(4,))
+def _decode(params, cfg, token, pos, cache):
+    logits, chunk = paligemma.decode_step(params, cfg, token, pos, cache)
+    return logits, paligemma.write_cache(cache, chunk, pos)
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from pg2edge.config import ModelConfig
 from pg2edge.model import gemma2, siglip
-from pg2edge.model.gemma2 import KVCache, init_cache  # noqa: F401  (public API)
+from pg2edge.model.gemma2 import KVCache, KVChunk, init_cache, write_cache  # noqa: F401  (public API)
 
 
 def encode_image(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array) -> jax.Array:
@@ -25,30 +25,31 @@ def embed(params: dict, cfg: ModelConfig, tokens_bt: jax.Array) -> jax.Array:
     return gemma2.embed_tokens(params["llm"], cfg.text, tokens_bt)
 
 
-def prefill(params: dict, cfg: ModelConfig, embeds_bpd: jax.Array, valid_len_b: jax.Array,
-            cache: KVCache) -> tuple[jax.Array, KVCache]:
-    """Run a padded prompt (image + prefix embeddings) into an empty cache.
+def prefill(params: dict, cfg: ModelConfig, embeds_bpd: jax.Array, valid_len_b: jax.Array
+            ) -> tuple[jax.Array, KVChunk]:
+    """Run a padded prompt (image + prefix embeddings) from an empty cache.
 
-    Returns the logits [B, V] at each row's last valid position and the cache
-    with slots [0, P) written (slots >= valid_len are masked out later).
+    Returns the logits [B, V] at each row's last valid position and the keys/values
+    [B, K, P, H] of all P positions, to be written at cache slots [0, P) (slots >=
+    valid_len are masked out by every later step).
     """
     b, p, _ = embeds_bpd.shape
     pos_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    masks = gemma2.prefill_masks(valid_len_b, p, cache.capacity)
-    start = jnp.zeros((b,), jnp.int32)
-    x, cache = gemma2.decode_layers(params["llm"], cfg.text, embeds_bpd.astype(_dtype(params)),
-                                    pos_bp, masks, cache, start)
-    last = jnp.take_along_axis(x, (valid_len_b - 1)[:, None, None].astype(jnp.int32), axis=1)[:, 0]
-    return gemma2.lm_head(params["llm"], cfg.text, last), cache
+    masks = gemma2.prefill_masks(valid_len_b, p)
+    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, embeds_bpd.astype(_dtype(params)), pos_bp, masks)
+    # one-hot pick of the last valid row: a matmul, so exported graphs need no gather
+    last_bp = jax.nn.one_hot(valid_len_b - 1, p, dtype=x.dtype)
+    last = jnp.einsum("bp,bpd->bd", last_bp, x)
+    return gemma2.lm_head(params["llm"], cfg.text, last), chunk
 
 
 def decode_step(params: dict, cfg: ModelConfig, token_b: jax.Array, pos_b: jax.Array,
-                cache: KVCache) -> tuple[jax.Array, KVCache]:
-    """One token at position `pos` (its cache slot) -> next-token logits [B, V] and the cache."""
+                cache: KVCache) -> tuple[jax.Array, KVChunk]:
+    """One token at position `pos` (its cache slot) -> next-token logits [B, V] and its keys/values."""
     x = embed(params, cfg, token_b[:, None])
     masks = gemma2.decode_masks(cfg.text, pos_b, cache.capacity)
-    x, cache = gemma2.decode_layers(params["llm"], cfg.text, x, pos_b[:, None], masks, cache, pos_b)
-    return gemma2.lm_head(params["llm"], cfg.text, x[:, 0]), cache
+    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, x, pos_b[:, None], masks, cache)
+    return gemma2.lm_head(params["llm"], cfg.text, x[:, 0]), chunk
 
 
 def forward(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array, tokens_bt: jax.Array,

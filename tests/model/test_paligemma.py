@@ -68,7 +68,7 @@ def test_bf16_tracks_f32(tiny_cfg, tiny_params, tiny_pixels):
 def test_prefix_lm_mask_follows_big_vision(tiny_cfg):
     mask_ar = jnp.array([[0, 0, 0, 1, 1, 1]])
     input_mask = jnp.array([[1, 1, 1, 1, 1, 0]])
-    m = training_masks(tiny_cfg.text, mask_ar, input_mask).full[0]
+    m = training_masks(tiny_cfg.text, mask_ar, input_mask).new_full[0]
     expected = np.array([[1, 1, 1, 0, 0, 0],
                          [1, 1, 1, 0, 0, 0],
                          [1, 1, 1, 0, 0, 0],
