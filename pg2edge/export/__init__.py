@@ -1,0 +1,1 @@
+"""Export: graph split, quantized ONNX / TFLite parts, bundle manifest."""

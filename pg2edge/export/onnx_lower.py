@@ -1,0 +1,295 @@
+"""Lower a traced JAX function (its jaxpr) to ONNX nodes, folding everything weight-only.
+
+The exporters never re-implement a layer: they trace `Part.fn` and this module
+translates the primitives one by one. Values that depend only on the weights
+(layer slices, transposes, casts, iota-built tables) are folded in numpy and
+stay `Const`; a matmul or gather whose weight operand is `Const` is handed to a
+`WeightSink`, which decides how the weight is stored (float initializer or a
+quantized kernel such as `MatMulNBits`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import jax
+import numpy as np
+from jax.extend import core as jcore
+from onnx import TensorProto, helper, numpy_helper
+
+NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int32): TensorProto.INT32,
+              np.dtype(np.int64): TensorProto.INT64, np.dtype(np.bool_): TensorProto.BOOL,
+              np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.uint8): TensorProto.UINT8,
+              np.dtype(np.int8): TensorProto.INT8}
+
+
+@dataclass(frozen=True)
+class Const:
+    """A folded value; `param` names the weight it came from (None for computed constants)."""
+
+    value: np.ndarray
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class Dyn:
+    """A runtime value: the name of an ONNX tensor, its static shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+class WeightSink(Protocol):
+    """Emits `x @ w` where `w` [K, N] is a constant weight (float or quantized)."""
+
+    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: np.ndarray, param: str | None) -> str: ...
+
+    def gather(self, g: "GraphBuilder", table: Const, ids: str) -> str: ...
+
+
+@dataclass
+class GraphBuilder:
+    """Accumulates nodes and initializers with unique names."""
+
+    nodes: list = field(default_factory=list)
+    initializers: list = field(default_factory=list)
+    _count: int = 0
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, value: np.ndarray, hint: str = "const") -> str:
+        name = self.fresh(hint.replace("/", "."))
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, domain: str = "", **attrs) -> str:
+        out = self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], domain=domain or None, **attrs))
+        return out
+
+    def shape_const(self, shape) -> str:
+        return self.const(np.asarray(shape, np.int64), "shape")
+
+    def reshape(self, x: str, shape) -> str:
+        return self.op("Reshape", [x, self.shape_const(shape)])
+
+    def transpose(self, x: str, perm) -> str:
+        perm = list(perm)
+        return x if perm == sorted(perm) else self.op("Transpose", [x], perm=perm)
+
+
+_ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
+                "exp": "Exp", "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sqrt": "Sqrt", "neg": "Neg",
+                "log": "Log", "abs": "Abs", "logistic": "Sigmoid", "pow": "Pow", "erf": "Erf",
+                "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual", "eq": "Equal",
+                "and": "And", "or": "Or", "not": "Not"}
+_IDENTITY = {"stop_gradient", "copy", "copy_p", "optimization_barrier"}
+_CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat"}
+
+
+class Lowering:
+    """Walks a jaxpr, folding constants and emitting ONNX nodes for runtime values."""
+
+    def __init__(self, g: GraphBuilder, sink: WeightSink):
+        self.g, self.sink = g, sink
+
+    # -- values -------------------------------------------------------------
+    def materialize(self, v: Const | Dyn) -> str:
+        """An ONNX tensor name for `v` (constants become initializers)."""
+        if isinstance(v, Dyn):
+            return v.name
+        return self.g.const(np.asarray(v.value), (v.param or "c"))
+
+    def run(self, jaxpr: jcore.Jaxpr, consts: list, args: list) -> list:
+        env: dict = {}
+
+        def read(a):
+            return Const(np.asarray(a.val)) if isinstance(a, jcore.Literal) else env[a]
+
+        for var, val in zip(jaxpr.constvars, consts):
+            env[var] = val if isinstance(val, (Const, Dyn)) else Const(np.asarray(val))
+        for var, val in zip(jaxpr.invars, args):
+            env[var] = val
+        for eqn in jaxpr.eqns:
+            ins = [read(a) for a in eqn.invars]
+            outs = self.eqn(eqn, ins)
+            for var, val in zip(eqn.outvars, outs):
+                env[var] = val
+        return [read(a) for a in jaxpr.outvars]
+
+    def eqn(self, eqn, ins: list) -> list:
+        name = eqn.primitive.name
+        if name in _CALLS:
+            sub = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+            closed = sub if hasattr(sub, "consts") else jcore.ClosedJaxpr(sub, ())
+            return self.run(closed.jaxpr, list(closed.consts), ins)
+        if all(isinstance(v, Const) for v in ins):
+            return self.fold(eqn, ins)
+        if name == "dot_general":
+            return [self.dot_general(eqn, *ins)]
+        if name == "gather":
+            return [self.gather(eqn, *ins)]
+        handler = getattr(self, f"p_{name}", None)
+        aval = eqn.outvars[0].aval
+        if handler is not None:
+            out = handler(eqn, ins)
+        elif name in _ELEMENTWISE:
+            out = self.g.op(_ELEMENTWISE[name], [self.materialize(v) for v in ins])
+        elif name in _IDENTITY:
+            return ins
+        else:
+            raise NotImplementedError(f"ONNX lowering: primitive {name!r} is not supported "
+                                      f"(params {sorted(eqn.params)})")
+        return [Dyn(out, tuple(aval.shape), np.dtype(aval.dtype))]
+
+    def fold(self, eqn, ins: list[Const]) -> list[Const]:
+        """Evaluate a weight-only equation eagerly; keep the weight's name through shape ops."""
+        if eqn.primitive.name == "convert_element_type" and ins[0].value.dtype == eqn.params["new_dtype"]:
+            return ins
+        with jax.default_device(jax.devices("cpu")[0]):
+            outs = eqn.primitive.bind(*[v.value for v in ins], **eqn.params)
+        outs = outs if eqn.primitive.multiple_results else [outs]
+        param = next((v.param for v in ins if v.param), None)
+        return [Const(np.asarray(o), param) for o in outs]
+
+    # -- matmuls and gathers --------------------------------------------------
+    def dot_general(self, eqn, lhs, rhs) -> Dyn:
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        aval = eqn.outvars[0].aval
+        out_shape, out_dtype = tuple(aval.shape), np.dtype(aval.dtype)
+        if isinstance(rhs, Const) and not rb:
+            return Dyn(self._weight_matmul(lhs, lc, rhs, rc, out_shape), out_shape, out_dtype)
+        if isinstance(lhs, Const) and not lb:
+            # out = (lhs_free..., rhs_free...) -> compute rhs-major then transpose back
+            swapped = self._weight_matmul(rhs, rc, lhs, lc, None)
+            n_r, n_l = len(rhs.shape) - len(rc), lhs.value.ndim - len(lc)
+            perm = list(range(n_r, n_r + n_l)) + list(range(n_r))
+            return Dyn(self.g.transpose(swapped, perm), out_shape, out_dtype)
+        return Dyn(self._batched_matmul(lhs, rhs, lc, rc, lb, rb, out_shape), out_shape, out_dtype)
+
+    def _weight_matmul(self, x: Dyn, xc, w: Const, wc, out_shape) -> str:
+        """x (runtime) contracted with a constant weight: move contraction last, call the sink."""
+        x_free = [d for d in range(len(x.shape)) if d not in xc]
+        w_free = [d for d in range(w.value.ndim) if d not in wc]
+        k = int(np.prod([x.shape[d] for d in xc]))
+        x2 = self.g.transpose(x.name, x_free + list(xc))
+        lead = [x.shape[d] for d in x_free]
+        if len(xc) != 1:
+            x2 = self.g.reshape(x2, lead + [k])
+        w_kn = np.transpose(w.value, list(wc) + w_free).reshape(k, -1)
+        y = self.sink.matmul(self.g, Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param)
+        full = lead + [w.value.shape[d] for d in w_free]
+        return y if len(w_free) == 1 else self.g.reshape(y, full)
+
+    def _batched_matmul(self, lhs, rhs, lc, rc, lb, rb, out_shape) -> str:
+        """Both operands at runtime: (batch, M, K) @ (batch, K, N) with ONNX MatMul."""
+        lshape = lhs.shape if isinstance(lhs, Dyn) else lhs.value.shape
+        rshape = rhs.shape if isinstance(rhs, Dyn) else rhs.value.shape
+        lf = [d for d in range(len(lshape)) if d not in lc and d not in lb]
+        rf = [d for d in range(len(rshape)) if d not in rc and d not in rb]
+        batch = [lshape[d] for d in lb]
+        m, k = int(np.prod([lshape[d] for d in lf])), int(np.prod([lshape[d] for d in lc]))
+        n = int(np.prod([rshape[d] for d in rf]))
+        a = self.g.reshape(self.g.transpose(self.materialize(lhs), list(lb) + lf + list(lc)), batch + [m, k])
+        b = self.g.reshape(self.g.transpose(self.materialize(rhs), list(rb) + list(rc) + rf), batch + [k, n])
+        return self.g.reshape(self.g.op("MatMul", [a, b]), list(out_shape))
+
+    def gather(self, eqn, operand, indices) -> Dyn:
+        dn = eqn.params["dimension_numbers"]
+        aval = eqn.outvars[0].aval
+        is_row_lookup = (isinstance(operand, Const) and operand.value.ndim == 2
+                         and dn.collapsed_slice_dims == (0,) and dn.start_index_map == (0,)
+                         and tuple(eqn.params["slice_sizes"]) == (1, operand.value.shape[1]))
+        if not is_row_lookup:
+            raise NotImplementedError(f"ONNX lowering: only row lookups in a constant table are supported, "
+                                      f"found gather with {dn}")
+        ids = self.g.reshape(self.materialize(indices), list(indices.shape[:-1]))
+        return Dyn(self.sink.gather(self.g, operand, ids), tuple(aval.shape), np.dtype(aval.dtype))
+
+    # -- the remaining primitives ---------------------------------------------
+    def p_integer_pow(self, eqn, ins):
+        x, y = self.materialize(ins[0]), eqn.params["y"]
+        if y not in (2, 3):
+            return self.g.op("Pow", [x, self.g.const(np.asarray(y, ins[0].dtype))])
+        sq = self.g.op("Mul", [x, x])
+        return sq if y == 2 else self.g.op("Mul", [sq, x])
+
+    def p_square(self, eqn, ins):
+        x = self.materialize(ins[0])
+        return self.g.op("Mul", [x, x])
+
+    def p_rsqrt(self, eqn, ins):
+        return self.g.op("Reciprocal", [self.g.op("Sqrt", [self.materialize(ins[0])])])
+
+    def p_reduce_sum(self, eqn, ins):
+        axes = self.g.const(np.asarray(eqn.params["axes"], np.int64), "axes")
+        return self.g.op("ReduceSum", [self.materialize(ins[0]), axes], keepdims=0)
+
+    def p_reduce_max(self, eqn, ins):
+        axes = self.g.const(np.asarray(eqn.params["axes"], np.int64), "axes")
+        return self.g.op("ReduceMax", [self.materialize(ins[0]), axes], keepdims=0)
+
+    def p_broadcast_in_dim(self, eqn, ins):
+        shape, dims = eqn.params["shape"], eqn.params["broadcast_dimensions"]
+        src = ins[0]
+        src_shape = src.shape if isinstance(src, Dyn) else src.value.shape
+        ranked = [1] * len(shape)
+        for s, d in zip(src_shape, dims):
+            ranked[d] = s
+        x = self.g.reshape(self.materialize(src), ranked)
+        return x if list(ranked) == list(shape) else self.g.op("Expand", [x, self.g.shape_const(shape)])
+
+    def _to_shape(self, eqn, ins):
+        return self.g.reshape(self.materialize(ins[0]), eqn.outvars[0].aval.shape)
+
+    p_reshape = p_squeeze = p_expand_dims = _to_shape
+
+    def p_transpose(self, eqn, ins):
+        return self.g.op("Transpose", [self.materialize(ins[0])], perm=list(eqn.params["permutation"]))
+
+    def p_slice(self, eqn, ins):
+        start, limit = eqn.params["start_indices"], eqn.params["limit_indices"]
+        strides = eqn.params["strides"] or [1] * len(start)
+        args = [np.asarray(a, np.int64) for a in (start, limit, range(len(start)), strides)]
+        return self.g.op("Slice", [self.materialize(ins[0])] + [self.g.const(a, "slice") for a in args])
+
+    def p_concatenate(self, eqn, ins):
+        return self.g.op("Concat", [self.materialize(v) for v in ins], axis=eqn.params["dimension"])
+
+    def p_convert_element_type(self, eqn, ins):
+        to = np.dtype(eqn.params["new_dtype"])
+        if isinstance(ins[0], Dyn) and ins[0].dtype == to:
+            return ins[0].name
+        return self.g.op("Cast", [self.materialize(ins[0])], to=NP_TO_ONNX[to])
+
+    def p_select_n(self, eqn, ins):
+        if len(ins) != 3:
+            raise NotImplementedError("ONNX lowering: select_n with more than two cases")
+        pred, on_false, on_true = (self.materialize(v) for v in ins)
+        return self.g.op("Where", [pred, on_true, on_false])
+
+    def p_ne(self, eqn, ins):
+        return self.g.op("Not", [self.g.op("Equal", [self.materialize(v) for v in ins])])
+
+    def p_clamp(self, eqn, ins):
+        lo, x, hi = (self.materialize(v) for v in ins)
+        return self.g.op("Min", [self.g.op("Max", [x, lo]), hi])
+
+
+def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple[int, ...], str]]):
+    """jaxpr of `fn(params, *inputs)` with the params as leading flat arguments."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
+    arrays = [leaf for _, leaf in leaves]
+
+    def flat_fn(flat_params, *args):
+        return fn(jax.tree_util.tree_unflatten(treedef, flat_params), *args)
+
+    abstract = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
+    specs = [jax.ShapeDtypeStruct(shape, dtype) for _, shape, dtype in inputs]
+    closed = jax.make_jaxpr(flat_fn)(abstract, *specs)
+    return closed, names, arrays
