@@ -56,8 +56,11 @@ def inspect(checkpoint: str) -> None:
     from pg2edge.checkpoint import describe
 
     info = describe(checkpoint)
-    for key, value in info.items():
-        click.echo(f"{key:>12}: {value}")
+    shown = dict(info, parameters=f"{info['parameters']:,}",
+                 dtypes=", ".join(f"{name} x{count}" for name, count in info["dtypes"].items()),
+                 file_bytes=f"{info['file_bytes']:,} ({info['file_bytes'] / 2**20:.1f} MiB)")
+    for key, value in shown.items():
+        click.echo(f"{key:>19}: {value}")
 
 
 @main.command()

@@ -148,12 +148,23 @@ class Lowering:
 
     def fold(self, eqn, ins: list[Const]) -> list[Const]:
         """Evaluate a weight-only equation eagerly; keep the weight's name through shape ops."""
-        if eqn.primitive.name == "convert_element_type" and ins[0].value.dtype == eqn.params["new_dtype"]:
+        name, p = eqn.primitive.name, eqn.params
+        param = next((v.param for v in ins if v.param), None)
+        x = ins[0].value if ins else None
+        # Shape ops on weights as numpy views: no copy of a stacked weight per layer.
+        if name == "convert_element_type" and x.dtype == p["new_dtype"]:
             return ins
+        if name == "slice" and not p["strides"]:
+            return [Const(x[tuple(slice(a, b) for a, b in zip(p["start_indices"], p["limit_indices"]))], param)]
+        if name == "squeeze":
+            return [Const(np.squeeze(x, tuple(p["dimensions"])), param)]
+        if name == "transpose":
+            return [Const(np.transpose(x, p["permutation"]), param)]
+        if name == "reshape" and x.flags.c_contiguous:
+            return [Const(x.reshape(p["new_sizes"]), param)]
         with jax.default_device(jax.devices("cpu")[0]):
             outs = eqn.primitive.bind(*[v.value for v in ins], **eqn.params)
         outs = outs if eqn.primitive.multiple_results else [outs]
-        param = next((v.param for v in ins if v.param), None)
         return [Const(np.asarray(o), param) for o in outs]
 
     # -- matmuls and gathers --------------------------------------------------

@@ -1,0 +1,1 @@
+"""On-device runtime: numpy + onnxruntime / ai_edge_litert + sentencepiece + pillow only."""

@@ -1,0 +1,21 @@
+"""Helpers shared by the checkpoint tests (conftest holds the fixtures)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def cast(params: dict[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def assert_trees_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """Same keys, shapes, dtypes and bit-identical values."""
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype, key
+        assert got[key].shape == want[key].shape, key
+        np.testing.assert_array_equal(got[key].view(np.uint8), want[key].view(np.uint8), err_msg=key)
