@@ -11,6 +11,7 @@ quantized kernel such as `MatMulNBits`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import jax
@@ -44,26 +45,75 @@ class Dyn:
 class WeightSink(Protocol):
     """Emits `x @ w` where `w` [K, N] is a constant weight (float or quantized)."""
 
-    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: np.ndarray, param: str | None) -> str: ...
+    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str: ...
 
     def gather(self, g: "GraphBuilder", table: Const, ids: str) -> str: ...
 
 
+class WeightFile:
+    """One raw weights file shared by every ONNX part of a bundle (external data).
+
+    Each distinct weight is written once, aligned, and referenced by offset, so
+    the prefill buckets and the decode graph do not each carry a copy, and the
+    converter never holds more than the tensor it is writing.
+    """
+
+    ALIGN = 4096
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._f = open(self.path, "wb")
+        self._index: dict = {}
+
+    def close(self) -> None:
+        self._f.close()
+
+    def tensor(self, name: str, value: np.ndarray, key=None) -> TensorProto:
+        """An initializer whose data lives in this file (written now unless `key` was seen)."""
+        value = np.ascontiguousarray(value)
+        if key is None or key not in self._index:
+            offset = -self._f.tell() % self.ALIGN + self._f.tell()
+            self._f.seek(offset)
+            self._f.write(value.tobytes())
+            entry = (offset, value.nbytes)
+            if key is not None:
+                self._index[key] = entry
+        else:
+            entry = self._index[key]
+        t = TensorProto(name=name, data_type=NP_TO_ONNX[value.dtype], dims=list(value.shape))
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", self.path.name), ("offset", str(entry[0])), ("length", str(entry[1]))):
+            t.external_data.add(key=k, value=v)
+        return t
+
+
+def weight_key(value: np.ndarray, *extra) -> tuple:
+    """Identity of a weight view (buffer address, shape, strides): equal across parts of one convert."""
+    return (value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str, *extra)
+
+
 @dataclass
 class GraphBuilder:
-    """Accumulates nodes and initializers with unique names."""
+    """Accumulates nodes and initializers with unique names; big constants go to `weights`."""
 
+    weights: WeightFile | None = None
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
+    inline_bytes: int = 4096
     _count: int = 0
 
     def fresh(self, hint: str) -> str:
         self._count += 1
         return f"{hint}_{self._count}"
 
-    def const(self, value: np.ndarray, hint: str = "const") -> str:
+    def const(self, value: np.ndarray, hint: str = "const", key=None) -> str:
+        """An initializer; `key` identifies a weight shared with other parts of the bundle."""
         name = self.fresh(hint.replace("/", "."))
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        value = np.asarray(value)
+        if self.weights is not None and value.nbytes > self.inline_bytes:
+            self.initializers.append(self.weights.tensor(name, value, key))
+        else:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, domain: str = "", **attrs) -> str:
@@ -191,8 +241,9 @@ class Lowering:
         lead = [x.shape[d] for d in x_free]
         if len(xc) != 1:
             x2 = self.g.reshape(x2, lead + [k])
+        key = weight_key(w.value, tuple(wc))
         w_kn = np.transpose(w.value, list(wc) + w_free).reshape(k, -1)
-        y = self.sink.matmul(self.g, Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param)
+        y = self.sink.matmul(self.g, Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param, key)
         full = lead + [w.value.shape[d] for d in w_free]
         return y if len(w_free) == 1 else self.g.reshape(y, full)
 
