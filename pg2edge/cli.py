@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -76,7 +77,55 @@ def demo(size: str, res: int | None, prompt: str, max_new_tokens: int) -> None:
     run_random_init_demo(size, res, prompt, max_new_tokens)
 
 
-for _name, _issue in [("convert", "[2/5]"), ("run", "[3/5]"), ("finetune", "[4/5]"),
+def _int_list(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, found {value!r}") from None
+
+
+@main.command()
+@click.option("--size", required=True, help="3B, 10B, 28B or tiny")
+@click.option("--res", type=int, default=None, help="224, 448, 896 (tiny: 56, 112, 224)")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None)
+@click.option("--random-init", is_flag=True, help="deterministic random weights (the manifest says so)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None)
+@click.option("--format", "formats", default="onnx", show_default=True, help="comma list: onnx,tflite")
+@click.option("--quant", default="int4", show_default=True, help="f32, int8, int4 or mixed")
+@click.option("--block", type=int, default=32, show_default=True, help="int4 block size: 32, 64, 128")
+@click.option("--max-len", type=int, default=1024, show_default=True, help="KV cache capacity")
+@click.option("--prefill", default="512", show_default=True, callback=_int_list,
+              help="comma list of prompt-token buckets (after the image tokens)")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--report", is_flag=True, help="write quant_report.json/.md (per-tensor error)")
+@_one_line_errors
+def convert(size, res, checkpoint, random_init, seed, tokenizer, formats, quant, block, max_len, prefill,
+            out, force, report) -> None:
+    """Convert a checkpoint into an ONNX / TFLite bundle with quantized weights."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pg2edge.export.convert import ConvertOptions, convert as run_convert
+
+    opts = ConvertOptions(size=size, res=res, checkpoint=checkpoint, random_init=random_init, seed=seed,
+                          tokenizer=tokenizer, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                          quant=quant, block=block, max_len=max_len, prefill=prefill, out=out, force=force,
+                          report=report)
+    console = Console(stderr=True)
+    with console.status("converting") as status:
+        result = run_convert(opts, progress=lambda msg: (status.update(msg), console.log(msg)))
+    table = Table(title=f"{out} ({result.seconds:.1f} s)")
+    for col in ("format", "quant", "files", "MiB", "seconds"):
+        table.add_column(col)
+    for row in result.rows:
+        table.add_row(row["format"], row["quant"], ", ".join(row["files"]), f"{row['bytes'] / 2**20:.1f}",
+                      f"{row['seconds']:.1f}")
+    Console().print(table)
+
+
+for _name, _issue in [("run", "[3/5]"), ("finetune", "[4/5]"),
                       ("tasks", "[4/5]"), ("eval", "[5/5]"), ("bench", "[5/5]")]:
     main.add_command(_planned(_name, _issue))
 

@@ -1,0 +1,187 @@
+"""`pg2edge convert`: weights -> split parts -> ONNX / TFLite files -> a verified bundle.
+
+Everything is written into a staging directory and renamed at the end
+(`bundle.staging_dir`), so a failed or interrupted convert leaves nothing at
+`--out`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pg2edge.config import ConfigError, ModelConfig, config_to_dict, get_config
+from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
+from pg2edge.export.split import Part, SplitConfig, split_model
+from pg2edge.param_layout import unflatten
+from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
+
+FORMATS = ("onnx", "tflite")
+QUANTS = ("f32", "int8", "int4", "mixed")
+BLOCKS = (32, 64, 128)
+LOC_DENOMINATOR = 1023  # <locNNNN> = round(v * 1023) of the resized image; decode with /1023
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything `pg2edge convert` takes on its command line."""
+
+    size: str
+    out: Path
+    res: int | None = None
+    checkpoint: Path | None = None
+    random_init: bool = False
+    seed: int = 0
+    tokenizer: Path | None = None
+    formats: tuple[str, ...] = ("onnx",)
+    quant: str = "int4"
+    block: int = 32
+    max_len: int = 1024
+    prefill: tuple[int, ...] = (512,)
+    force: bool = False
+    report: bool = False
+
+    def validate(self) -> ModelConfig:
+        """Check every option before any work; returns the variant's config."""
+        cfg = get_config(self.size, self.res)
+        if (self.checkpoint is None) == (not self.random_init):
+            raise ConfigError("give exactly one of --checkpoint PATH or --random-init")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise ConfigError(f"unknown format {','.join(bad) or '(none)'}: expected a comma list of {', '.join(FORMATS)}")
+        if self.quant not in QUANTS:
+            raise ConfigError(f"unknown quant {self.quant!r}: expected one of {', '.join(QUANTS)}")
+        if self.block not in BLOCKS:
+            raise ConfigError(f"block {self.block}: expected one of {', '.join(map(str, BLOCKS))}")
+        if self.quant in ("int4", "mixed"):
+            _check_block_divides(cfg, self.block)
+        SplitConfig(self.max_len, tuple(sorted(self.prefill))).validate(cfg)
+        check_out_dir(Path(self.out), self.force)
+        return cfg
+
+
+def _check_block_divides(cfg: ModelConfig, block: int) -> None:
+    """int4 blocks run along each matmul's input dim: every such width must be a multiple."""
+    widths = {"vision width": cfg.vision.width, "vision mlp": cfg.vision.mlp_dim,
+              "text width": cfg.text.width, "text mlp": cfg.text.mlp_dim,
+              "heads x head_dim": cfg.text.num_heads * cfg.text.head_dim}
+    for what, w in widths.items():
+        if w % block:
+            raise ConfigError(f"--block {block} does not divide the {what} ({w}) of {cfg.name}")
+
+
+@dataclass
+class ConvertResult:
+    """What the summary table shows."""
+
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def load_weights(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ModelConfig, dict, dict]:
+    """The param tree (numpy) and the manifest's description of where it came from."""
+    from pg2edge.checkpoint import load_checkpoint, random_params
+
+    if opts.random_init:
+        flat = random_params(cfg, seed=opts.seed)
+        return cfg, unflatten(flat), {"source": "random-init", "random_init": True, "seed": opts.seed}
+    loaded_cfg, flat = load_checkpoint(opts.checkpoint, cfg, dtype=np.float32)
+    return loaded_cfg, unflatten(flat), {"source": str(opts.checkpoint), "random_init": False}
+
+
+def load_tokenizer(opts: ConvertOptions, cfg: ModelConfig) -> Tokenizer:
+    """The given tokenizer (checked against the config) or the project's synthetic one."""
+    if opts.tokenizer is not None:
+        tok = Tokenizer.from_file(opts.tokenizer)
+    else:
+        tok = Tokenizer.from_bytes(build_synthetic_tokenizer(cfg.text.vocab_size), name="synthetic")
+    tok.check_config(cfg.text)
+    return tok
+
+
+def _io(part: Part) -> dict:
+    return {"inputs": [s.to_dict() for s in part.inputs], "outputs": [s.to_dict() for s in part.outputs]}
+
+
+def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: Tokenizer,
+                   parts: list[Part], backends: dict) -> dict:
+    """Everything a runtime (Python, Android, ...) needs to drive the parts, in order."""
+    t = cfg.text
+    return {
+        "variant": cfg.name,
+        "model": config_to_dict(cfg),
+        "weights": weights,
+        "preprocess": {"resolution": cfg.resolution, "resize_filter": cfg.resize_filter, "layout": "NHWC",
+                       "dtype": "float32", "scale": "x / 127.5 - 1", "drop_alpha": True},
+        "tokenizer": {"file": "tokenizer.model", "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id,
+                      "newline_id": tok.newline_id, "loc_start": t.loc_start, "seg_start": t.seg_start,
+                      "prompt": "[bos] + encode(prefix) + [newline]; generated suffix ends at eos"},
+        "sequence": {"num_image_tokens": cfg.num_image_tokens, "max_len": opts.max_len,
+                     "prefill_text_lens": sorted(opts.prefill),
+                     "steps": ["vision(pixels) -> image_embeds",
+                               "prefill_<n>(image_embeds, tokens padded to n, valid_len = num_image_tokens + "
+                               "prompt length) -> logits, new_k_i/new_v_i for slots [0, num_image_tokens + n)",
+                               "decode(token, pos, k_i, v_i) -> logits, new_k_i/new_v_i for slot pos; "
+                               "pos starts at valid_len and grows by one per token"]},
+        "kv_cache": {"layout": "per layer i: k_i, v_i [batch, num_kv_heads, max_len, head_dim] float32",
+                     "num_layers": t.depth, "num_kv_heads": t.num_kv_heads, "head_dim": t.head_dim,
+                     "update": "graphs return only new entries; the runtime writes them in place"},
+        "postprocess": {"loc_tokens": 1024, "seg_tokens": 128, "loc_denominator": LOC_DENOMINATOR,
+                        "box_order": "y0 x0 y1 x1"},
+        "quant": {"recipe": opts.quant, "block": opts.block},
+        "parts": {p.name: _io(p) for p in parts},
+        "backends": backends,
+    }
+
+
+def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: None) -> ConvertResult:
+    """Run the whole conversion into a staging dir; rename to `opts.out` at the end."""
+    from pg2edge.export.onnx_export import export_parts
+    from pg2edge.quantize.recipes import get_recipe
+
+    start = time.perf_counter()
+    cfg = opts.validate()
+    recipe = get_recipe(opts.quant, opts.block)
+    progress("loading weights")
+    cfg, params, weights = load_weights(opts, cfg)
+    tok = load_tokenizer(opts, cfg)
+    parts = split_model(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))))
+    result = ConvertResult(Path(opts.out))
+    backends: dict = {}
+    with staging_dir(Path(opts.out), opts.force) as tmp:
+        (tmp / "tokenizer.model").write_bytes(tok.serialized())
+        if "onnx" in opts.formats:
+            from pg2edge.export.onnx_quant import QuantizedWeights
+
+            t0 = time.perf_counter()
+            (tmp / "onnx").mkdir()
+            infos = export_parts(parts, params, tmp / "onnx", QuantizedWeights(recipe),
+                                 on_part=lambda name: progress(f"onnx: wrote {name}"))
+            backends["onnx"] = {name: f"onnx/{info.path.name}" for name, info in infos.items()}
+            result.rows.append(_row("onnx", opts.quant, tmp / "onnx", time.perf_counter() - t0))
+        if "tflite" in opts.formats:
+            from pg2edge.export.tflite import export_tflite
+
+            t0 = time.perf_counter()
+            (tmp / "tflite").mkdir()
+            files = {}
+            for part in parts:
+                export_tflite(part, params, tmp / "tflite" / f"{part.name}.tflite", recipe)
+                files[part.name] = f"tflite/{part.name}.tflite"
+                progress(f"tflite: wrote {part.name}")
+            backends["tflite"] = files
+            result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
+        write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts, backends))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _row(fmt: str, quant: str, folder: Path, seconds: float) -> dict:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return {"format": fmt, "quant": quant, "files": [f.name for f in files],
+            "bytes": sum(f.stat().st_size for f in files), "seconds": seconds}
