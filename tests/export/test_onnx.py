@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pg2edge.export.onnx_export import export_onnx
+from pg2edge.export.onnx_export import export_parts
 from pg2edge.export.split import SplitConfig, split_model
 from pg2edge.model import generate
 
@@ -18,10 +18,9 @@ PROMPT = [2, 300, 301, 302, 108]
 def float_parts(tiny_cfg, tiny_params, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx_f32")
     parts = split_model(tiny_cfg, SPLIT)
-    sessions = {}
-    for part in parts:
-        info = export_onnx(part, tiny_params, out / f"{part.name}.onnx")
-        sessions[part.name] = ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    infos = export_parts(parts, tiny_params, out)
+    sessions = {name: ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+                for name, info in infos.items()}
     return parts, sessions
 
 
