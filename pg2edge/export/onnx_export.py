@@ -29,9 +29,9 @@ class FloatWeights:
     def matmul(self, g: GraphBuilder, x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str:
         return g.op("MatMul", [x.name, g.const(w_kn.astype(np.float32), param or "w", key)])
 
-    def gather(self, g: GraphBuilder, table: Const, ids: str) -> str:
+    def gather(self, g: GraphBuilder, table: Const, ids: Dyn) -> str:
         w = g.const(table.value.astype(np.float32), table.param or "table", weight_key(table.value, "rows"))
-        return g.op("Gather", [w, ids], axis=0)
+        return g.op("Gather", [w, ids.name], axis=0)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class WeightSink(Protocol):
 
     def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str: ...
 
-    def gather(self, g: "GraphBuilder", table: Const, ids: str) -> str: ...
+    def gather(self, g: "GraphBuilder", table: Const, ids: Dyn) -> str: ...
 
 
 class WeightFile:
@@ -64,23 +64,30 @@ class WeightFile:
         self.path = Path(path)
         self._f = open(self.path, "wb")
         self._index: dict = {}
+        self.meta: dict = {}  # per key: facts a sink needs to reference a stored weight (e.g. block size)
+
+    def __contains__(self, key) -> bool:
+        return key in self._index
 
     def close(self) -> None:
         self._f.close()
 
-    def tensor(self, name: str, value: np.ndarray, key=None) -> TensorProto:
-        """An initializer whose data lives in this file (written now unless `key` was seen)."""
-        value = np.ascontiguousarray(value)
+    def tensor(self, name: str, value: np.ndarray | None, key=None) -> TensorProto:
+        """An initializer whose data lives in this file (written now unless `key` was seen).
+
+        `value` may be None when `key` is already stored: callers skip recomputing it.
+        """
         if key is None or key not in self._index:
+            value = np.ascontiguousarray(value)
             offset = -self._f.tell() % self.ALIGN + self._f.tell()
             self._f.seek(offset)
-            self._f.write(value.tobytes())
-            entry = (offset, value.nbytes)
+            self._f.write(value.data)
+            entry = (offset, value.nbytes, value.dtype, value.shape)
             if key is not None:
                 self._index[key] = entry
         else:
             entry = self._index[key]
-        t = TensorProto(name=name, data_type=NP_TO_ONNX[value.dtype], dims=list(value.shape))
+        t = TensorProto(name=name, data_type=NP_TO_ONNX[np.dtype(entry[2])], dims=list(entry[3]))
         t.data_location = TensorProto.EXTERNAL
         for k, v in (("location", self.path.name), ("offset", str(entry[0])), ("length", str(entry[1]))):
             t.external_data.add(key=k, value=v)
@@ -100,6 +107,7 @@ class GraphBuilder:
     nodes: list = field(default_factory=list)
     initializers: list = field(default_factory=list)
     inline_bytes: int = 4096
+    memo: dict = field(default_factory=dict)  # per-graph: weights already emitted, by key
     _count: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -109,8 +117,11 @@ class GraphBuilder:
     def const(self, value: np.ndarray, hint: str = "const", key=None) -> str:
         """An initializer; `key` identifies a weight shared with other parts of the bundle."""
         name = self.fresh(hint.replace("/", "."))
+        if value is None:  # already in the shared weights file under `key`
+            self.initializers.append(self.weights.tensor(name, None, key))
+            return name
         value = np.asarray(value)
-        if self.weights is not None and value.nbytes > self.inline_bytes:
+        if self.weights is not None and (key is not None or value.nbytes > self.inline_bytes):
             self.initializers.append(self.weights.tensor(name, value, key))
         else:
             self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
@@ -233,7 +244,12 @@ class Lowering:
         return Dyn(self._batched_matmul(lhs, rhs, lc, rc, lb, rb, out_shape), out_shape, out_dtype)
 
     def _weight_matmul(self, x: Dyn, xc, w: Const, wc, out_shape) -> str:
-        """x (runtime) contracted with a constant weight: move contraction last, call the sink."""
+        """x (runtime) contracted with a constant weight: move contraction last, call the sink.
+
+        K is flattened in the weight's stored axis order, which is the order
+        quantization blocks run in (`pg2edge.quantize.matmul_view`).
+        """
+        wc, xc = zip(*sorted(zip(wc, xc)))
         x_free = [d for d in range(len(x.shape)) if d not in xc]
         w_free = [d for d in range(w.value.ndim) if d not in wc]
         k = int(np.prod([x.shape[d] for d in xc]))
@@ -269,7 +285,8 @@ class Lowering:
         if not is_row_lookup:
             raise NotImplementedError(f"ONNX lowering: only row lookups in a constant table are supported, "
                                       f"found gather with {dn}")
-        ids = self.g.reshape(self.materialize(indices), list(indices.shape[:-1]))
+        ids_shape = tuple(indices.shape[:-1])
+        ids = Dyn(self.g.reshape(self.materialize(indices), list(ids_shape)), ids_shape, indices.dtype)
         return Dyn(self.sink.gather(self.g, operand, ids), tuple(aval.shape), np.dtype(aval.dtype))
 
     # -- the remaining primitives ---------------------------------------------
