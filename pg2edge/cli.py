@@ -91,6 +91,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--random-init", is_flag=True, help="deterministic random weights (the manifest says so)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None)
+@click.option("--vae", type=click.Path(path_type=Path), default=None, help="big_vision vae-oid.npz: adds mask decoding")
 @click.option("--format", "formats", default="onnx", show_default=True, help="comma list: onnx,tflite")
 @click.option("--quant", default="int4", show_default=True, help="f32, int8, int4 or mixed")
 @click.option("--block", type=int, default=32, show_default=True, help="int4 block size: 32, 64, 128")
@@ -101,7 +102,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--force", is_flag=True, help="replace an existing --out")
 @click.option("--report", is_flag=True, help="write quant_report.json/.md (per-tensor error)")
 @_one_line_errors
-def convert(size, res, checkpoint, random_init, seed, tokenizer, formats, quant, block, max_len, prefill,
+def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, max_len, prefill,
             out, force, report) -> None:
     """Convert a checkpoint into an ONNX / TFLite bundle with quantized weights."""
     from rich.console import Console
@@ -110,7 +111,7 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, formats, quant,
     from pg2edge.export.convert import ConvertOptions, convert as run_convert
 
     opts = ConvertOptions(size=size, res=res, checkpoint=checkpoint, random_init=random_init, seed=seed,
-                          tokenizer=tokenizer, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                          tokenizer=tokenizer, vae=vae, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                           quant=quant, block=block, max_len=max_len, prefill=prefill, out=out, force=force,
                           report=report)
     console = Console(stderr=True)
@@ -125,7 +126,56 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, formats, quant,
     Console().print(table)
 
 
-for _name, _issue in [("run", "[3/5]"), ("finetune", "[4/5]"),
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--image", "images", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="an image file; repeat for several")
+@click.option("--prompt", required=True, help="e.g. 'caption en', 'detect cat ; dog', 'segment cat'")
+@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None)
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per image")
+@click.option("--draw", type=click.Path(path_type=Path), default=None, help="write the image with boxes/masks")
+@_one_line_errors
+def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top_p, seed, as_json, draw) -> None:
+    """Run a bundle on images: caption, answer, detect, segment, ocr."""
+    import json
+
+    from pg2edge.runtime.engine import Engine
+    from pg2edge.sampling import SamplingConfig
+
+    try:
+        sampling = SamplingConfig(temperature, top_k, top_p, seed)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    engine = Engine(bundle, backend=backend)
+    results = engine.generate_many(list(images), prompt, max_new_tokens=max_new_tokens, sampling=sampling)
+    failed = 0
+    for path, result in zip(images, results):
+        if isinstance(result, Pg2EdgeError):
+            failed += 1
+            click.echo(f"error: {path}: {result}", err=True)
+            continue
+        if draw is not None:
+            from pg2edge.runtime.draw import draw_objects
+
+            target = draw if len(images) == 1 else draw.with_name(f"{draw.stem}_{Path(path).stem}{draw.suffix}")
+            draw_objects(path, result.objects, target)
+        if as_json:
+            click.echo(json.dumps(result.to_dict(str(path))))
+        else:
+            click.echo(f"{path}: {result.text}")
+            t = result.timings
+            click.echo(f"  [{result.stop_reason}; vision {t.vision_ms:.0f} ms, prefill {t.prefill_ms:.0f} ms, "
+                       f"decode {t.decode_tok_s:.1f} tok/s]", err=True)
+    if failed:
+        sys.exit(2)
+
+
+for _name, _issue in [("finetune", "[4/5]"),
                       ("tasks", "[4/5]"), ("eval", "[5/5]"), ("bench", "[5/5]")]:
     main.add_command(_planned(_name, _issue))
 

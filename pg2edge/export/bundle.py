@@ -31,6 +31,9 @@ def staging_dir(out: Path, force: bool) -> Iterator[Path]:
     check_out_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the staging phase only
     try:
         yield tmp
         if out.exists():

@@ -37,6 +37,7 @@ class ConvertOptions:
     random_init: bool = False
     seed: int = 0
     tokenizer: Path | None = None
+    vae: Path | None = None
     formats: tuple[str, ...] = ("onnx",)
     quant: str = "int4"
     block: int = 32
@@ -154,6 +155,7 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     cfg, params, weights = load_weights(opts, cfg)
     tok = load_tokenizer(opts, cfg)
     parts = split_model(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))))
+    extra = _vae_parts(opts)  # (part, params) kept in float: ~5 MB, and masks are thresholded
     result = ConvertResult(Path(opts.out))
     backends: dict = {}
     with staging_dir(Path(opts.out), opts.force) as tmp:
@@ -165,6 +167,8 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
             (tmp / "onnx").mkdir()
             infos = export_parts(parts, params, tmp / "onnx", QuantizedWeights(recipe),
                                  on_part=lambda name: progress(f"onnx: wrote {name}"))
+            for part, part_params in extra:
+                infos.update(export_parts([part], part_params, tmp / "onnx", weights_name=f"{part.name}.onnx.data"))
             backends["onnx"] = {name: f"onnx/{info.path.name}" for name, info in infos.items()}
             result.rows.append(_row("onnx", opts.quant, tmp / "onnx", time.perf_counter() - t0))
         if "tflite" in opts.formats:
@@ -173,15 +177,26 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
             t0 = time.perf_counter()
             (tmp / "tflite").mkdir()
             files = {}
-            for part in parts:
-                export_tflite(part, params, tmp / "tflite" / f"{part.name}.tflite", recipe)
+            for part, part_params, part_recipe in [(p, params, recipe) for p in parts] + \
+                    [(p, pp, None) for p, pp in extra]:
+                export_tflite(part, part_params, tmp / "tflite" / f"{part.name}.tflite", part_recipe)
                 files[part.name] = f"tflite/{part.name}.tflite"
                 progress(f"tflite: wrote {part.name}")
             backends["tflite"] = files
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
-        write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts, backends))
+        write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _vae_parts(opts: ConvertOptions) -> list[tuple[Part, dict]]:
+    """The VQ-VAE mask decoder as an extra part when `--vae` is given."""
+    if opts.vae is None:
+        return []
+    from pg2edge.checkpoint.vae import load_vae
+    from pg2edge.export.vae_part import vae_part
+
+    return [(vae_part(), load_vae(opts.vae))]
 
 
 def _row(fmt: str, quant: str, folder: Path, seconds: float) -> dict:

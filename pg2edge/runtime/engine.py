@@ -1,0 +1,193 @@
+"""`Engine`: run a pg2edge bundle end to end (preprocess, tokenize, vision, prefill, decode, parse).
+
+Imports only numpy, pillow, sentencepiece and one of onnxruntime / ai_edge_litert,
+so it runs on a Raspberry Pi or in an Android Python. The KV cache is a set of
+numpy buffers owned here; each graph call returns only its new entries, which
+are written into the buffers in place.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pg2edge.errors import Pg2EdgeError
+from pg2edge.preprocess import load_image, preprocess
+from pg2edge.runtime.backends import open_backend
+from pg2edge.runtime.manifest import read_manifest
+from pg2edge.sampling import SamplingConfig, choose, new_rng
+from pg2edge.tokenizer import Tokenizer
+
+
+class PromptError(Pg2EdgeError):
+    """An empty prompt, or one longer than the bundle's largest prefill bucket."""
+
+
+@dataclass
+class Timings:
+    """Wall-clock per stage of one generation."""
+
+    vision_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    decode_tokens: int = 0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.decode_tokens / (self.decode_ms / 1000) if self.decode_ms else 0.0
+
+    def to_dict(self) -> dict:
+        return {"vision_ms": self.vision_ms, "prefill_ms": self.prefill_ms, "decode_ms": self.decode_ms,
+                "decode_tokens": self.decode_tokens, "decode_tok_s": self.decode_tok_s}
+
+
+@dataclass
+class Result:
+    """One generation: text, ids, parsed objects, why it stopped, and timings."""
+
+    text: str
+    tokens: list[int]
+    stop_reason: str  # "eos" | "max_new_tokens" | "cache_full"
+    image_size: tuple[int, int]
+    objects: list = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+    def to_dict(self, image: str | None = None) -> dict:
+        """JSON-ready form (`pg2edge run --json`); masks as their pixel counts, not arrays."""
+        return {"image": image, "text": self.text, "tokens": self.tokens, "stop_reason": self.stop_reason,
+                "objects": [{"label": o.label, "box": [round(float(v), 2) for v in o.box],
+                             "seg_codes": list(o.seg_codes) if o.seg_codes else None,
+                             "mask_pixels": None if o.mask is None else int(o.mask.sum())} for o in self.objects],
+                "timings": self.timings.to_dict()}
+
+
+class Engine:
+    """A loaded bundle on one backend; `generate` is safe to call repeatedly."""
+
+    def __init__(self, bundle_dir: str | Path, backend: str | None = None, verify: bool = True):
+        self.bundle = Path(bundle_dir)
+        self.manifest = read_manifest(self.bundle, verify=verify)
+        available = list(self.manifest["backends"])
+        self.backend_name = backend or ("onnx" if "onnx" in available else available[0])
+        self.backend = open_backend(self.backend_name, self.bundle, self.manifest)
+        self.tokenizer = Tokenizer.from_file(self.bundle / self.manifest["tokenizer"]["file"])
+        seq = self.manifest["sequence"]
+        self.num_image_tokens = seq["num_image_tokens"]
+        self.max_len = seq["max_len"]
+        self.buckets = sorted(seq["prefill_text_lens"])
+        self.preprocess_cfg = self.manifest["preprocess"]
+        self._kv_specs = [s for s in self.manifest["parts"]["decode"]["inputs"] if s["name"] not in ("token", "pos")]
+
+    # -- pieces ---------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """PaliGemma layout `[bos] + prefix + [\\n]`, checked against the buckets."""
+        if not prompt.strip():
+            raise PromptError("empty prompt: give a task such as 'caption en' or 'detect cat'")
+        ids = self.tokenizer.encode_prompt(prompt).tokens.tolist()
+        if len(ids) > self.buckets[-1]:
+            raise PromptError(f"prompt is {len(ids)} tokens; the largest prefill bucket of {self.bundle} "
+                              f"holds {self.buckets[-1]} (convert with a larger --prefill)")
+        return ids
+
+    def pixels(self, image) -> tuple[np.ndarray, tuple[int, int]]:
+        """Any image source -> [1,R,R,3] float32 and the original (width, height)."""
+        img = load_image(image)
+        arr = preprocess(img, self.preprocess_cfg["resolution"], self.preprocess_cfg["resize_filter"])
+        return arr[None], img.size
+
+    def new_cache(self) -> dict[str, np.ndarray]:
+        """Zeroed KV buffers at the bundle's static shapes."""
+        return {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in self._kv_specs}
+
+    # -- generation -----------------------------------------------------------
+    def generate(self, image, prompt: str, max_new_tokens: int = 32, sampling: SamplingConfig = SamplingConfig(),
+                 on_token: Callable[[int, str], None] | None = None) -> Result:
+        """Caption / answer / detect / segment one image; `on_token(id, piece)` streams tokens."""
+        ids = self.prompt_ids(prompt)
+        pixels, size = self.pixels(image)
+        timings = Timings()
+
+        t0 = time.perf_counter()
+        image_embeds = self.backend.run("vision", {"pixels": pixels})["image_embeds"]
+        timings.vision_ms = (time.perf_counter() - t0) * 1000
+
+        bucket = next(b for b in self.buckets if b >= len(ids))
+        tokens = np.zeros((1, bucket), np.int32)
+        tokens[0, :len(ids)] = ids
+        valid = self.num_image_tokens + len(ids)
+        t0 = time.perf_counter()
+        out = self.backend.run(f"prefill_{bucket}", {"image_embeds": image_embeds, "tokens": tokens,
+                                                     "valid_len": np.array([valid], np.int32)})
+        cache = self.new_cache()
+        for name, buf in cache.items():
+            new = out[f"new_{name}"]
+            buf[:, :, :new.shape[2]] = new
+        logits = out["logits"]
+        timings.prefill_ms = (time.perf_counter() - t0) * 1000
+
+        generated, stop = self._decode(logits, cache, valid, max_new_tokens, sampling, on_token, timings)
+        text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
+        return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
+                      objects=self.parse(text, size), timings=timings)
+
+    def _decode(self, logits, cache, pos, max_new_tokens, sampling, on_token, timings):
+        """The token loop on the static cache; stops at eos, the token budget, or capacity."""
+        rng = new_rng(sampling)
+        eos = self.tokenizer.eos_id
+        token = np.zeros((1,), np.int32)
+        position = np.zeros((1,), np.int32)
+        step_out = {"logits": np.zeros_like(logits)}
+        step_out.update({f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in cache.items()})
+        generated: list[int] = []
+        t0 = time.perf_counter()
+        stop = "max_new_tokens"
+        while True:
+            tok = int(choose(logits, sampling, rng)[0])
+            generated.append(tok)
+            if on_token is not None:
+                on_token(tok, self.tokenizer.decode([tok]))
+            if tok == eos:
+                stop = "eos"
+                break
+            if len(generated) >= max_new_tokens:
+                break
+            if pos >= self.max_len:
+                stop = "cache_full"
+                break
+            token[0], position[0] = tok, pos
+            self.backend.run_bound("decode", {"token": token, "pos": position, **cache}, step_out)
+            for name, buf in cache.items():
+                buf[:, :, pos] = step_out[f"new_{name}"][:, :, 0]
+            logits = step_out["logits"]
+            pos += 1
+            timings.decode_tokens += 1
+        timings.decode_ms = (time.perf_counter() - t0) * 1000
+        return generated, stop
+
+    def generate_many(self, images: Sequence, prompt: str, **kwargs) -> list[Result | Pg2EdgeError]:
+        """One result per image; a failing image yields its error instead of stopping the batch."""
+        results: list[Result | Pg2EdgeError] = []
+        for image in images:
+            try:
+                results.append(self.generate(image, prompt, **kwargs))
+            except Pg2EdgeError as e:
+                results.append(e)
+        return results
+
+    def parse(self, text: str, size: tuple[int, int]) -> list:
+        """Boxes (and masks when the bundle has a VAE decoder) from `<loc>`/`<seg>` text."""
+        from pg2edge.postprocess import attach_masks, parse_objects
+
+        objects = parse_objects(text, size)
+        if "vae_decoder" not in self.manifest["backends"][self.backend_name]:
+            return objects
+        return attach_masks(objects, self._decode_masks, size)
+
+    def _decode_masks(self, codes_n16: np.ndarray) -> np.ndarray:
+        """The bundle's VQ-VAE decoder part, one object at a time (its batch is static 1)."""
+        return np.concatenate([self.backend.run("vae_decoder", {"seg_codes": c[None].astype(np.int32)})["masks"]
+                               for c in codes_n16])

@@ -1,0 +1,56 @@
+"""Bundles converted once per session from one tiny random checkpoint written in big_vision's format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pg2edge.checkpoint import random_params, write_npz
+from pg2edge.checkpoint.vae import random_vae, write_vae
+from pg2edge.config import get_config
+from pg2edge.export.convert import ConvertOptions, convert
+
+MAX_LEN = 96
+PREFILL = (8, 24)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    cfg = get_config("tiny")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
+    write_npz(path, random_params(cfg, seed=5, scale=0.1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def vae_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vae") / "vae-oid.npz"
+    write_vae(path, random_vae(seed=0, embed_dim=16))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_bundle(tiny_checkpoint, vae_file, tmp_path_factory):
+    """Convert (memoized) tiny bundles: make_bundle(quant, formats)."""
+    cache = {}
+
+    def make(quant: str = "f32", formats: tuple[str, ...] = ("onnx",), vae: bool = False):
+        key = (quant, formats, vae)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("bundles") / f"{quant}-{'-'.join(formats)}-{int(vae)}"
+            convert(ConvertOptions(size="tiny", out=out, checkpoint=tiny_checkpoint, formats=formats,
+                                   quant=quant, max_len=MAX_LEN, prefill=PREFILL,
+                                   vae=vae_file if vae else None))
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def image_file(tmp_path_factory):
+    rs = np.random.RandomState(0)
+    path = tmp_path_factory.mktemp("img") / "shapes.png"
+    Image.fromarray(rs.randint(0, 255, (90, 120, 3), dtype=np.uint8)).save(path)
+    return path
