@@ -95,6 +95,8 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--format", "formats", default="onnx", show_default=True, help="comma list: onnx,tflite")
 @click.option("--quant", default="int4", show_default=True, help="f32, int8, int4 or mixed")
 @click.option("--block", type=int, default=32, show_default=True, help="int4 block size: 32, 64, 128")
+@click.option("--accuracy-level", type=int, default=4, show_default=True,
+              help="ONNX MatMulNBits: 4 = int8 activations (fast), 0 = float activations (exact)")
 @click.option("--max-len", type=int, default=1024, show_default=True, help="KV cache capacity")
 @click.option("--prefill", default="512", show_default=True, callback=_int_list,
               help="comma list of prompt-token buckets (after the image tokens)")
@@ -102,21 +104,23 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--force", is_flag=True, help="replace an existing --out")
 @click.option("--report", is_flag=True, help="write quant_report.json/.md (per-tensor error)")
 @_one_line_errors
-def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, max_len, prefill,
+def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, accuracy_level,
+            max_len, prefill,
             out, force, report) -> None:
     """Convert a checkpoint into an ONNX / TFLite bundle with quantized weights."""
     from rich.console import Console
     from rich.table import Table
 
-    from pg2edge.export.convert import ConvertOptions, convert as run_convert
+    from pg2edge.export.convert import ConvertOptions
+    from pg2edge.export.convert import convert as run_convert
 
     opts = ConvertOptions(size=size, res=res, checkpoint=checkpoint, random_init=random_init, seed=seed,
                           tokenizer=tokenizer, vae=vae, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
-                          quant=quant, block=block, max_len=max_len, prefill=prefill, out=out, force=force,
+                          quant=quant, block=block, accuracy_level=accuracy_level, max_len=max_len,
+                          prefill=prefill, out=out, force=force,
                           report=report)
-    console = Console(stderr=True)
-    with console.status("converting") as status:
-        result = run_convert(opts, progress=lambda msg: (status.update(msg), console.log(msg)))
+    with _RichProgress() as progress:
+        result = run_convert(opts, progress=progress)
     table = Table(title=f"{out} ({result.seconds:.1f} s)")
     for col in ("format", "quant", "files", "MiB", "seconds"):
         table.add_column(col)
@@ -124,6 +128,31 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
         table.add_row(row["format"], row["quant"], ", ".join(row["files"]), f"{row['bytes'] / 2**20:.1f}",
                       f"{row['seconds']:.1f}")
     Console().print(table)
+
+
+class _RichProgress:
+    """One rich progress bar per convert stage, on stderr (silent when not a terminal)."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TextColumn("{task.fields[detail]}"),
+                              console=console, disable=not console.is_terminal)
+        self._tasks: dict = {}
+        self._bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._bars.__exit__(*exc)
+
+    def stage(self, name: str, total: int) -> None:
+        self._tasks[name] = self._bars.add_task(name, total=total, detail="")
+
+    def advance(self, name: str, detail: str = "") -> None:
+        self._bars.update(self._tasks[name], advance=1, detail=detail)
 
 
 @main.command()

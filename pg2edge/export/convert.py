@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class ConvertOptions:
     formats: tuple[str, ...] = ("onnx",)
     quant: str = "int4"
     block: int = 32
+    accuracy_level: int = 4  # ONNX MatMulNBits: 4 = int8 activations (fast), 0 = float activations (exact)
     max_len: int = 1024
     prefill: tuple[int, ...] = (512,)
     force: bool = False
@@ -56,6 +57,8 @@ class ConvertOptions:
             raise ConfigError(f"unknown format {','.join(bad) or '(none)'}: expected a comma list of {', '.join(FORMATS)}")
         if self.quant not in QUANTS:
             raise ConfigError(f"unknown quant {self.quant!r}: expected one of {', '.join(QUANTS)}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise ConfigError(f"accuracy level {self.accuracy_level}: expected 0-4")
         if self.block not in BLOCKS:
             raise ConfigError(f"block {self.block}: expected one of {', '.join(map(str, BLOCKS))}")
         if self.quant in ("int4", "mixed"):
@@ -137,13 +140,29 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
                      "update": "graphs return only new entries; the runtime writes them in place"},
         "postprocess": {"loc_tokens": 1024, "seg_tokens": 128, "loc_denominator": LOC_DENOMINATOR,
                         "box_order": "y0 x0 y1 x1"},
-        "quant": {"recipe": opts.quant, "block": opts.block},
+        "quant": {"recipe": opts.quant, "block": opts.block, "onnx_accuracy_level": opts.accuracy_level},
         "parts": {p.name: _io(p) for p in parts},
         "backends": backends,
     }
 
 
-def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: None) -> ConvertResult:
+class Progress(Protocol):
+    """Where convert reports its stages (the CLI draws rich progress bars)."""
+
+    def stage(self, name: str, total: int) -> None: ...
+
+    def advance(self, name: str, detail: str = "") -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, name: str, detail: str = "") -> None:
+        pass
+
+
+def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResult:
     """Run the whole conversion into a staging dir; rename to `opts.out` at the end."""
     from pg2edge.export.onnx_export import export_parts
     from pg2edge.quantize.recipes import get_recipe
@@ -151,8 +170,9 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
     start = time.perf_counter()
     cfg = opts.validate()
     recipe = get_recipe(opts.quant, opts.block)
-    progress("loading weights")
+    progress.stage("load weights", 1)
     cfg, params, weights = load_weights(opts, cfg)
+    progress.advance("load weights")
     tok = load_tokenizer(opts, cfg)
     parts = split_model(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))))
     extra = _vae_parts(opts)  # (part, params) kept in float: ~5 MB, and masks are thresholded
@@ -165,8 +185,9 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
 
             t0 = time.perf_counter()
             (tmp / "onnx").mkdir()
-            infos = export_parts(parts, params, tmp / "onnx", QuantizedWeights(recipe),
-                                 on_part=lambda name: progress(f"onnx: wrote {name}"))
+            progress.stage("onnx: quantize, trace, write", len(parts))
+            infos = export_parts(parts, params, tmp / "onnx", QuantizedWeights(recipe, opts.accuracy_level),
+                                 on_part=lambda name: progress.advance("onnx: quantize, trace, write", name))
             for part, part_params in extra:
                 infos.update(export_parts([part], part_params, tmp / "onnx", weights_name=f"{part.name}.onnx.data"))
             backends["onnx"] = {name: f"onnx/{info.path.name}" for name, info in infos.items()}
@@ -177,11 +198,12 @@ def convert(opts: ConvertOptions, progress: Callable[[str], None] = lambda msg: 
             t0 = time.perf_counter()
             (tmp / "tflite").mkdir()
             files = {}
+            progress.stage("tflite: trace, convert, quantize", len(parts) + len(extra))
             for part, part_params, part_recipe in [(p, params, recipe) for p in parts] + \
                     [(p, pp, None) for p, pp in extra]:
                 export_tflite(part, part_params, tmp / "tflite" / f"{part.name}.tflite", part_recipe)
                 files[part.name] = f"tflite/{part.name}.tflite"
-                progress(f"tflite: wrote {part.name}")
+                progress.advance("tflite: trace, convert, quantize", part.name)
             backends["tflite"] = files
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
         write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))

@@ -35,12 +35,12 @@ def make_bundle(tiny_checkpoint, vae_file, tmp_path_factory):
     """Convert (memoized) tiny bundles: make_bundle(quant, formats)."""
     cache = {}
 
-    def make(quant: str = "f32", formats: tuple[str, ...] = ("onnx",), vae: bool = False):
-        key = (quant, formats, vae)
+    def make(quant: str = "f32", formats: tuple[str, ...] = ("onnx",), vae: bool = False, accuracy_level: int = 4):
+        key = (quant, formats, vae, accuracy_level)
         if key not in cache:
-            out = tmp_path_factory.mktemp("bundles") / f"{quant}-{'-'.join(formats)}-{int(vae)}"
+            out = tmp_path_factory.mktemp("bundles") / f"{quant}-{'-'.join(formats)}-{int(vae)}-{accuracy_level}"
             convert(ConvertOptions(size="tiny", out=out, checkpoint=tiny_checkpoint, formats=formats,
-                                   quant=quant, max_len=MAX_LEN, prefill=PREFILL,
+                                   quant=quant, accuracy_level=accuracy_level, max_len=MAX_LEN, prefill=PREFILL,
                                    vae=vae_file if vae else None))
             cache[key] = out
         return cache[key]

@@ -109,3 +109,65 @@ def test_runtime_imports_no_heavy_framework(make_bundle, image_file):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4", "mixed"])
+def test_quantized_bundle_matches_its_fake_quant_reference(make_bundle, tiny_checkpoint, image_file, quant):
+    from pg2edge.param_layout import flatten
+    from pg2edge.quantize.recipes import fake_quant_params, get_recipe
+
+    engine = Engine(make_bundle(quant, accuracy_level=0))  # float activations: exact vs the reference
+    result = engine.generate(image_file, PROMPT, max_new_tokens=24)
+    cfg, flat = load_checkpoint(tiny_checkpoint)
+    ref_params = unflatten(fake_quant_params(flat, get_recipe(quant, 32)))
+    pixels, _ = engine.pixels(image_file)
+    ref = generate(ref_params, cfg, pixels, [engine.prompt_ids(PROMPT)], max_new_tokens=24, max_len=MAX_LEN)
+    assert result.tokens == ref.tokens[0]
+
+
+def test_int4_fast_kernels_track_the_reference(make_bundle, tiny_checkpoint, image_file):
+    """accuracy_level 4 quantizes activations to int8 too: first-token logits stay close, not exact."""
+    from pg2edge.quantize.recipes import fake_quant_params, get_recipe
+
+    engine = Engine(make_bundle("int4"))
+    logits = []
+    engine.backend.run = _recording(engine.backend.run, logits)
+    engine.generate(image_file, PROMPT, max_new_tokens=1)
+    cfg, flat = load_checkpoint(tiny_checkpoint)
+    ref_params = unflatten(fake_quant_params(flat, get_recipe("int4", 32)))
+    pixels, _ = engine.pixels(image_file)
+    ref = generate(ref_params, cfg, pixels, [engine.prompt_ids(PROMPT)], max_new_tokens=1, max_len=MAX_LEN)
+    a, b = logits[-1][0], ref.logits[0, 0]
+    assert np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b) > 0.995
+    assert int(a.argmax()) == int(b.argmax())
+
+
+def _recording(run, sink):
+    def wrapped(part, feeds):
+        out = run(part, feeds)
+        if "logits" in out:
+            sink.append(out["logits"])
+        return out
+    return wrapped
+
+
+def test_segmentation_masks_come_from_the_vae_part(make_bundle, vae_file, image_file, tmp_path):
+    import jax.numpy as jnp
+
+    from pg2edge.checkpoint.vae import load_vae
+    from pg2edge.model.vqvae import decode_masks
+    from pg2edge.postprocess import paste_mask
+    from pg2edge.runtime.draw import draw_objects
+
+    engine = Engine(make_bundle("f32", vae=True))
+    codes = list(range(3, 19))
+    text = "<loc0100><loc0200><loc0800><loc0900> " + "".join(f"<seg{c:03d}>" for c in codes) + " cat"
+    size = (120, 90)
+    (obj,) = engine.parse(text, size)
+    assert obj.label == "cat" and obj.seg_codes == tuple(codes)
+    ref64 = np.asarray(decode_masks(load_vae(vae_file), jnp.asarray([codes], jnp.int32)))[0]
+    np.testing.assert_array_equal(obj.mask, paste_mask(ref64, obj.box, size))
+    out = draw_objects(image_file, [obj], tmp_path / "drawn.png")
+    from PIL import Image
+
+    assert Image.open(out).size == size

@@ -1,0 +1,59 @@
+"""`pg2edge convert`: a verified bundle on success; one line, exit 2 and nothing at --out on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pg2edge.runtime.manifest import read_manifest
+
+
+def _convert(*args):
+    return subprocess.run([sys.executable, "-m", "pg2edge.cli", "convert", *args], capture_output=True, text=True)
+
+
+def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
+    out = tmp_path / "bundle"
+    r = _convert("--size", "tiny", "--random-init", "--quant", "int4", "--max-len", "64", "--prefill", "8,24",
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)  # verifies every sha256
+    assert m["weights"] == {"source": "random-init", "random_init": True, "seed": 0}
+    assert set(m["backends"]["onnx"]) == {"vision", "prefill_8", "prefill_24", "decode"}
+    assert m["parts"]["decode"]["inputs"][0] == {"name": "token", "shape": [1], "dtype": "int32"}
+    assert "weights.onnx.data" in " ".join(m["files"]) and "tokenizer.model" in m["files"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    again = _convert("--size", "tiny", "--random-init", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    forced = _convert("--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "8", "--out", str(out),
+                      "--force")
+    assert forced.returncode == 0 and json.loads((out / "manifest.json").read_text())["sequence"]["max_len"] == 64
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "5B", "--random-init"], "unknown size '5B'"),
+    (["--size", "3B", "--res", "300", "--random-init"], "unknown resolution 300"),
+    (["--size", "tiny", "--random-init", "--quant", "int3"], "unknown quant 'int3'"),
+    (["--size", "tiny", "--random-init", "--block", "128"], "--block 128 does not divide the text width (64)"),
+    (["--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "48"], "must be < --max-len 64"),
+    (["--size", "tiny", "--random-init", "--format", "coreml"], "unknown format coreml"),
+    (["--size", "tiny"], "exactly one of --checkpoint PATH or --random-init"),
+])
+def test_bad_options_fail_in_one_line(tmp_path, args, message):
+    out = tmp_path / "out"
+    r = _convert(*args, "--out", str(out))
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_corrupt_checkpoint_leaves_nothing(tmp_path):
+    ckpt = tmp_path / "bad.npz"
+    ckpt.write_bytes(b"PK\x03\x04 not really a zip")
+    out = tmp_path / "out"
+    r = _convert("--size", "tiny", "--checkpoint", str(ckpt), "--out", str(out))
+    assert r.returncode == 2 and "bad.npz" in r.stderr and r.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
