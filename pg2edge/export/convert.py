@@ -17,7 +17,7 @@ import numpy as np
 from pg2edge.config import ConfigError, ModelConfig, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
-from pg2edge.param_layout import unflatten
+from pg2edge.param_layout import flatten, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 
 FORMATS = ("onnx", "tflite")
@@ -91,14 +91,31 @@ class ConvertResult:
 
 
 def load_weights(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ModelConfig, dict, dict]:
-    """The param tree (numpy) and the manifest's description of where it came from."""
-    from pg2edge.checkpoint import load_checkpoint, random_params
+    """The param tree of lazy tensors (read per layer on demand) and where it came from."""
+    from pg2edge.checkpoint.lazy import lazy_random_params
 
     if opts.random_init:
-        flat = random_params(cfg, seed=opts.seed)
+        flat = lazy_random_params(cfg, seed=opts.seed)
         return cfg, unflatten(flat), {"source": "random-init", "random_init": True, "seed": opts.seed}
-    loaded_cfg, flat = load_checkpoint(opts.checkpoint, cfg, dtype=np.float32)
+    loaded_cfg, flat = _checkpoint_params(opts.checkpoint, cfg)
     return loaded_cfg, unflatten(flat), {"source": str(opts.checkpoint), "random_init": False}
+
+
+def _checkpoint_params(path: Path, cfg: ModelConfig) -> tuple[ModelConfig, dict]:
+    """Lazy per-layer reads where the checkpoint package offers them, else a full float32 load."""
+    import pg2edge.checkpoint as ckpt
+
+    if hasattr(ckpt, "lazy_checkpoint"):
+        return ckpt.lazy_checkpoint(path, cfg, dtype=np.float32)
+    return ckpt.load_checkpoint(path, cfg, dtype=np.float32)
+
+
+def _materialized(params: dict) -> dict:
+    """Plain numpy arrays, for exporters that trace with the values (TFLite)."""
+    from pg2edge.checkpoint.lazy import Lazy
+
+    flat = flatten(params)
+    return unflatten({k: v.materialize() if isinstance(v, Lazy) else v for k, v in flat.items()})
 
 
 def load_tokenizer(opts: ConvertOptions, cfg: ModelConfig) -> Tokenizer:
@@ -195,6 +212,7 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
         if "tflite" in opts.formats:
             from pg2edge.export.tflite import export_tflite
 
+            params = _materialized(params)
             t0 = time.perf_counter()
             (tmp / "tflite").mkdir()
             files = {}

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from pg2edge.checkpoint.lazy import Lazy
 from pg2edge.export.onnx_lower import (NP_TO_ONNX, Const, Dyn, GraphBuilder, Lowering, WeightFile, WeightSink,
                                       trace, weight_key)
 from pg2edge.export.split import Part
@@ -26,12 +27,20 @@ MS_OPSET = 1
 class FloatWeights:
     """Float32 weights as plain initializers."""
 
-    def matmul(self, g: GraphBuilder, x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str:
-        return g.op("MatMul", [x.name, g.const(w_kn.astype(np.float32), param or "w", key)])
+    def matmul(self, g: GraphBuilder, x: Dyn, w_kn: Lazy, param: str | None, key: tuple | None) -> str:
+        return g.op("MatMul", [x.name, _stored_or(g, w_kn, param or "w", key)])
 
     def gather(self, g: GraphBuilder, table: Const, ids: Dyn) -> str:
-        w = g.const(table.value.astype(np.float32), table.param or "table", weight_key(table.value, "rows"))
-        return g.op("Gather", [w, ids.name], axis=0)
+        rows = Lazy(table.value.shape, table.value.dtype, table.array)
+        return g.op("Gather", [_stored_or(g, rows, table.param or "table", weight_key(table, "rows")), ids.name],
+                    axis=0)
+
+
+def _stored_or(g: GraphBuilder, value: Lazy, hint: str, key: tuple | None) -> str:
+    """Reference a float weight already in the shared file, else read it once and store it."""
+    if key is not None and g.weights is not None and key in g.weights:
+        return g.const(None, hint, key)
+    return g.const(value.materialize().astype(np.float32, copy=False), hint, key)
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ def build_model(part: Part, params: dict, sink: WeightSink | None = None,
     closed, names, arrays = trace(part.fn, params, [(s.name, s.shape, s.dtype) for s in part.inputs])
     g = GraphBuilder(weights=weights)
     lowering = Lowering(g, sink)
-    weight_args = [Const(np.asarray(a), n) for n, a in zip(names, arrays)]
+    weight_args = [Const(a if isinstance(a, Lazy) else np.asarray(a), n, (n,)) for n, a in zip(names, arrays)]
     input_args = [Dyn(s.name, s.shape, np.dtype(s.dtype)) for s in part.inputs]
     outs = lowering.run(closed.jaxpr, list(closed.consts), weight_args + input_args)
     for spec, value in zip(part.outputs, outs):

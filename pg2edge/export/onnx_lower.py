@@ -19,6 +19,8 @@ import numpy as np
 from jax.extend import core as jcore
 from onnx import TensorProto, helper, numpy_helper
 
+from pg2edge.checkpoint.lazy import Lazy, LazyStack
+
 NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int32): TensorProto.INT32,
               np.dtype(np.int64): TensorProto.INT64, np.dtype(np.bool_): TensorProto.BOOL,
               np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.uint8): TensorProto.UINT8,
@@ -27,10 +29,20 @@ NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int32): Tenso
 
 @dataclass(frozen=True)
 class Const:
-    """A folded value; `param` names the weight it came from (None for computed constants)."""
+    """A folded value (numpy, or `Lazy` until its bytes are needed).
 
-    value: np.ndarray
+    `param` names the weight it came from; `path` is that weight plus the shape
+    ops applied to it (slice of layer 3, transpose, ...): the same path in two
+    parts of a bundle is the same tensor, which is how weights are shared.
+    """
+
+    value: np.ndarray | Lazy
     param: str | None = None
+    path: tuple | None = None
+
+    def array(self) -> np.ndarray:
+        """The values (reads or generates a lazy weight)."""
+        return self.value.materialize() if isinstance(self.value, Lazy) else np.asarray(self.value)
 
 
 @dataclass(frozen=True)
@@ -45,7 +57,7 @@ class Dyn:
 class WeightSink(Protocol):
     """Emits `x @ w` where `w` [K, N] is a constant weight (float or quantized)."""
 
-    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str: ...
+    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: Lazy, param: str | None, key: tuple) -> str: ...
 
     def gather(self, g: "GraphBuilder", table: Const, ids: Dyn) -> str: ...
 
@@ -94,9 +106,9 @@ class WeightFile:
         return t
 
 
-def weight_key(value: np.ndarray, *extra) -> tuple:
-    """Identity of a weight view (buffer address, shape, strides): equal across parts of one convert."""
-    return (value.__array_interface__["data"][0], value.shape, value.strides, value.dtype.str, *extra)
+def weight_key(c: Const, *extra) -> tuple | None:
+    """Identity of a weight across the parts of one convert (None: not shareable)."""
+    return None if c.path is None else (c.path, *extra)
 
 
 @dataclass
@@ -163,10 +175,17 @@ class Lowering:
         """An ONNX tensor name for `v` (constants become initializers)."""
         if isinstance(v, Dyn):
             return v.name
-        return self.g.const(np.asarray(v.value), (v.param or "c"))
+        return self.g.const(v.array(), (v.param or "c"))
 
     def run(self, jaxpr: jcore.Jaxpr, consts: list, args: list) -> list:
+        """Lower every equation; values are dropped after their last use (bounded memory)."""
         env: dict = {}
+        last_use: dict = {}
+        for i, eqn in enumerate(jaxpr.eqns):
+            for a in eqn.invars:
+                if not isinstance(a, jcore.Literal):
+                    last_use[a] = i
+        keep = {a for a in jaxpr.outvars if not isinstance(a, jcore.Literal)}
 
         def read(a):
             return Const(np.asarray(a.val)) if isinstance(a, jcore.Literal) else env[a]
@@ -175,11 +194,14 @@ class Lowering:
             env[var] = val if isinstance(val, (Const, Dyn)) else Const(np.asarray(val))
         for var, val in zip(jaxpr.invars, args):
             env[var] = val
-        for eqn in jaxpr.eqns:
+        for i, eqn in enumerate(jaxpr.eqns):
             ins = [read(a) for a in eqn.invars]
             outs = self.eqn(eqn, ins)
             for var, val in zip(eqn.outvars, outs):
                 env[var] = val
+            for a in eqn.invars:
+                if not isinstance(a, jcore.Literal) and last_use.get(a) == i and a not in keep:
+                    env.pop(a, None)
         return [read(a) for a in jaxpr.outvars]
 
     def eqn(self, eqn, ins: list) -> list:
@@ -208,24 +230,19 @@ class Lowering:
         return [Dyn(out, tuple(aval.shape), np.dtype(aval.dtype))]
 
     def fold(self, eqn, ins: list[Const]) -> list[Const]:
-        """Evaluate a weight-only equation eagerly; keep the weight's name through shape ops."""
+        """Evaluate a weight-only equation; shape ops on weights stay lazy views (no copies)."""
         name, p = eqn.primitive.name, eqn.params
-        param = next((v.param for v in ins if v.param), None)
-        x = ins[0].value if ins else None
-        # Shape ops on weights as numpy views: no copy of a stacked weight per layer.
-        if name == "convert_element_type" and x.dtype == p["new_dtype"]:
+        x = ins[0] if ins else None
+        if name == "convert_element_type" and np.dtype(x.value.dtype) == np.dtype(p["new_dtype"]):
             return ins
-        if name == "slice" and not p["strides"]:
-            return [Const(x[tuple(slice(a, b) for a, b in zip(p["start_indices"], p["limit_indices"]))], param)]
-        if name == "squeeze":
-            return [Const(np.squeeze(x, tuple(p["dimensions"])), param)]
-        if name == "transpose":
-            return [Const(np.transpose(x, p["permutation"]), param)]
-        if name == "reshape" and x.flags.c_contiguous:
-            return [Const(x.reshape(p["new_sizes"]), param)]
+        if name in _VIEW_OPS and (name != "slice" or not p["strides"]):
+            aval = eqn.outvars[0].aval
+            path = None if x.path is None else x.path + ((name, _frozen(p)),)
+            return [Const(_view(x.value, name, p, tuple(aval.shape)), x.param, path)]
         with jax.default_device(jax.devices("cpu")[0]):
-            outs = eqn.primitive.bind(*[v.value for v in ins], **eqn.params)
+            outs = eqn.primitive.bind(*[v.array() for v in ins], **p)
         outs = outs if eqn.primitive.multiple_results else [outs]
+        param = next((v.param for v in ins if v.param), None)
         return [Const(np.asarray(o), param) for o in outs]
 
     # -- matmuls and gathers --------------------------------------------------
@@ -238,7 +255,7 @@ class Lowering:
         if isinstance(lhs, Const) and not lb:
             # out = (lhs_free..., rhs_free...) -> compute rhs-major then transpose back
             swapped = self._weight_matmul(rhs, rc, lhs, lc, None)
-            n_r, n_l = len(rhs.shape) - len(rc), lhs.value.ndim - len(lc)
+            n_r, n_l = len(rhs.shape) - len(rc), len(lhs.value.shape) - len(lc)
             perm = list(range(n_r, n_r + n_l)) + list(range(n_r))
             return Dyn(self.g.transpose(swapped, perm), out_shape, out_dtype)
         return Dyn(self._batched_matmul(lhs, rhs, lc, rc, lb, rb, out_shape), out_shape, out_dtype)
@@ -257,8 +274,9 @@ class Lowering:
         lead = [x.shape[d] for d in x_free]
         if len(xc) != 1:
             x2 = self.g.reshape(x2, lead + [k])
-        key = weight_key(w.value, tuple(wc))
-        w_kn = np.transpose(w.value, list(wc) + w_free).reshape(k, -1)
+        key = weight_key(w, tuple(wc))
+        n = int(np.prod([w.value.shape[d] for d in w_free]))
+        w_kn = Lazy((k, n), w.value.dtype, lambda: np.transpose(w.array(), list(wc) + w_free).reshape(k, n))
         y = self.sink.matmul(self.g, Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param, key)
         full = lead + [w.value.shape[d] for d in w_free]
         return y if len(w_free) == 1 else self.g.reshape(y, full)
@@ -279,7 +297,7 @@ class Lowering:
     def gather(self, eqn, operand, indices) -> Dyn:
         dn = eqn.params["dimension_numbers"]
         aval = eqn.outvars[0].aval
-        is_row_lookup = (isinstance(operand, Const) and operand.value.ndim == 2
+        is_row_lookup = (isinstance(operand, Const) and len(operand.value.shape) == 2
                          and dn.collapsed_slice_dims == (0,) and dn.start_index_map == (0,)
                          and tuple(eqn.params["slice_sizes"]) == (1, operand.value.shape[1]))
         if not is_row_lookup:
@@ -357,6 +375,36 @@ class Lowering:
     def p_clamp(self, eqn, ins):
         lo, x, hi = (self.materialize(v) for v in ins)
         return self.g.op("Min", [self.g.op("Max", [x, lo]), hi])
+
+
+_VIEW_OPS = frozenset({"slice", "squeeze", "transpose", "reshape", "expand_dims"})
+
+
+def _frozen(params: dict) -> tuple:
+    """Hashable form of an equation's params, for weight paths."""
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in sorted(params.items())
+                 if k in ("start_indices", "limit_indices", "dimensions", "permutation", "new_sizes"))
+
+
+def _apply_view(a: np.ndarray, name: str, p: dict, shape: tuple[int, ...]) -> np.ndarray:
+    if name == "slice":
+        return a[tuple(slice(s, e) for s, e in zip(p["start_indices"], p["limit_indices"]))]
+    if name == "transpose":
+        return np.transpose(a, p["permutation"])
+    return a.reshape(shape)  # squeeze, expand_dims, reshape
+
+
+def _view(value: np.ndarray | Lazy, name: str, p: dict, shape: tuple[int, ...]) -> np.ndarray | Lazy:
+    """A shape op on a weight: a numpy view, or a lazy one; layer slices read just that layer."""
+    if not isinstance(value, Lazy):
+        return _apply_view(value, name, p, shape)
+    if isinstance(value, LazyStack) and name == "slice":
+        start, limit = p["start_indices"], p["limit_indices"]
+        rest_full = all(s == 0 and e == d for s, e, d in zip(start[1:], limit[1:], value.shape[1:]))
+        if limit[0] - start[0] == 1 and rest_full:
+            layer = value.layer(start[0])
+            return Lazy(shape, value.dtype, lambda: layer.materialize()[None])
+    return Lazy(shape, value.dtype, lambda: _apply_view(value.materialize(), name, p, shape))
 
 
 def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple[int, ...], str]]):

@@ -9,6 +9,7 @@ not quantized again.
 from __future__ import annotations
 
 import numpy as np
+from pg2edge.checkpoint.lazy import Lazy
 from pg2edge.export.onnx_export import FloatWeights
 from pg2edge.export.onnx_lower import Const, Dyn, GraphBuilder, weight_key
 from pg2edge.quantize.ort_pack import pack_matmul_nbits
@@ -25,26 +26,27 @@ class QuantizedWeights(FloatWeights):
         self.recipe = recipe
         self.accuracy_level = accuracy_level
 
-    def _packed(self, g: GraphBuilder, w_kn: np.ndarray | None, param: str, key: tuple, scheme: Scheme
+    def _packed(self, g: GraphBuilder, w_kn: Lazy, param: str, key: tuple | None, scheme: Scheme
                 ) -> tuple[str, str, int]:
         """Initializer names (B, scales) of the packed weight and its block size; emitted once per graph."""
-        if key in g.memo:
+        if key is not None and key in g.memo:
             return g.memo[key]
-        if g.weights is not None and (key, "B") in g.weights:
+        if key is not None and g.weights is not None and (key, "B") in g.weights:
             b = g.const(None, f"{param}.B", (key, "B"))
             s = g.const(None, f"{param}.scales", (key, "scales"))
             block = g.weights.meta[key]
         else:
-            packed = pack_matmul_nbits(quantize(w_kn, scheme, name=param))
+            packed = pack_matmul_nbits(quantize(w_kn.materialize(), scheme, name=param))
             b = g.const(packed.b, f"{param}.B", (key, "B"))
             s = g.const(packed.scales, f"{param}.scales", (key, "scales"))
             block = packed.block_size
-            if g.weights is not None:
+            if g.weights is not None and key is not None:
                 g.weights.meta[key] = block
-        g.memo[key] = (b, s, block)
-        return g.memo[key]
+        if key is not None:
+            g.memo[key] = (b, s, block)
+        return b, s, block
 
-    def matmul(self, g: GraphBuilder, x: Dyn, w_kn: np.ndarray, param: str | None, key: tuple) -> str:
+    def matmul(self, g: GraphBuilder, x: Dyn, w_kn: Lazy, param: str | None, key: tuple | None) -> str:
         scheme = self._scheme(param, w_kn.shape[0])
         if scheme is None:
             return super().matmul(g, x, w_kn, param, key)
@@ -65,8 +67,9 @@ class QuantizedWeights(FloatWeights):
         if scheme is None:
             return super().gather(g, table, ids)
         v, d = table.value.shape
-        key = weight_key(table.value, (1,))  # the same key as the tied LM head's matmul
-        b, s, block = self._packed(g, np.asarray(table.value).T, table.param, key, scheme)
+        key = weight_key(table, (1,))  # the same key as the tied LM head's matmul
+        table_kn = Lazy((d, v), table.value.dtype, lambda: table.array().T)
+        b, s, block = self._packed(g, table_kn, table.param, key, scheme)
         if d % block:
             return super().gather(g, table, ids)
         scales_3d = g.reshape(s, [v, d // block, 1])
