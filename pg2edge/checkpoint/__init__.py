@@ -10,16 +10,20 @@ a one-line `CheckpointError` naming the file and key.
 
 from pg2edge.checkpoint.detect import FORMATS, detect_format, detect_variant
 from pg2edge.checkpoint.hf import write_hf
-from pg2edge.checkpoint.loader import describe, iter_checkpoint, load_checkpoint
+from pg2edge.checkpoint.lazy import Lazy, LazyStack
+from pg2edge.checkpoint.loader import describe, iter_checkpoint, lazy_checkpoint, load_checkpoint
 from pg2edge.checkpoint.npz import write_npz
 from pg2edge.checkpoint.random_init import random_params
 
 __all__ = [
     "FORMATS",
+    "Lazy",
+    "LazyStack",
     "describe",
     "detect_format",
     "detect_variant",
     "iter_checkpoint",
+    "lazy_checkpoint",
     "load_checkpoint",
     "random_params",
     "write_hf",

@@ -11,6 +11,8 @@ import numpy as np
 
 from pg2edge.checkpoint.detect import NPZ, detect_format, index_checkpoint, variant_of
 from pg2edge.checkpoint.hf import HFIndex, iter_hf, validate_hf
+from pg2edge.checkpoint.lazy import Lazy
+from pg2edge.checkpoint.lazy_sources import lazy_hf, lazy_npz
 from pg2edge.checkpoint.npz import iter_npz
 from pg2edge.checkpoint.validate import TensorInfo, as_float_dtype, check_index, dtype_name
 from pg2edge.config import ModelConfig
@@ -56,6 +58,20 @@ def load_checkpoint(path: str | os.PathLike, cfg: ModelConfig | None = None,
     target = as_float_dtype(dtype)
     fmt, index, cfg = _open(path, cfg)
     return cfg, dict(_stream(path, fmt, index, cfg, target))
+
+
+def lazy_checkpoint(path: str | os.PathLike, cfg: ModelConfig | None = None,
+                    dtype: object = np.float32) -> tuple[ModelConfig, dict[str, Lazy]]:
+    """Like `load_checkpoint` (same checks, same values), but each tensor is read only when materialized.
+
+    Every header is validated now; stacked keys are `LazyStack`s whose
+    `layer(i)` reads just layer i, so an exporter never holds the float model.
+    Data CRCs are not checked (that needs every byte): `load_checkpoint` does.
+    """
+    target = as_float_dtype(dtype)
+    fmt, index, cfg = _open(path, cfg)
+    params = lazy_npz(path, index, cfg, target) if fmt == NPZ else lazy_hf(index, cfg, target)
+    return cfg, params
 
 
 def describe(path: str | os.PathLike) -> dict:

@@ -14,6 +14,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import ml_dtypes
 import numpy as np
@@ -68,21 +69,31 @@ def _member_names(zf: zipfile.ZipFile, source: object) -> dict[str, str]:
     return names
 
 
-def _read_member_header(zf: zipfile.ZipFile, name: str, source: object, key: str) -> TensorInfo:
+def read_npy_header(f: BinaryIO, source: object, key: str) -> tuple[TensorInfo, bool]:
+    """Parse a `.npy` header at `f`'s position: (shape + stored dtype, fortran_order); `f` ends at the data."""
     try:
-        with zf.open(name) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise fail(source, f"expected .npy format 1.0 or 2.0, found {version}", key=key)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise fail(source, f"expected .npy format 1.0 or 2.0, found {version}", key=key)
     except CheckpointError:
         raise
     except _MEMBER_ERRORS as e:
         raise fail(source, f"expected a .npy array member, found a corrupt one ({e})", key=key) from None
-    return TensorInfo(tuple(int(d) for d in shape), _stored_dtype(dtype, source, key))
+    return TensorInfo(tuple(int(d) for d in shape), _stored_dtype(dtype, source, key)), bool(fortran_order)
+
+
+def _read_member_header(zf: zipfile.ZipFile, name: str, source: object, key: str) -> TensorInfo:
+    try:
+        with zf.open(name) as f:
+            return read_npy_header(f, source, key)[0]
+    except CheckpointError:
+        raise
+    except _MEMBER_ERRORS as e:
+        raise fail(source, f"expected a .npy array member, found a corrupt one ({e})", key=key) from None
 
 
 def npz_index(path: str | os.PathLike) -> dict[str, TensorInfo]:

@@ -171,11 +171,18 @@ class Lowering:
         self.g, self.sink = g, sink
 
     # -- values -------------------------------------------------------------
-    def materialize(self, v: Const | Dyn) -> str:
-        """An ONNX tensor name for `v` (constants become initializers)."""
+    def materialize(self, v: Const | Dyn, broadcasting: bool = False) -> str:
+        """An ONNX tensor name for `v` (constants become initializers).
+
+        For ops with ONNX broadcasting, a broadcast constant (numpy stride-0
+        view, e.g. a -inf fill for masked attention logits) is stored compact.
+        """
         if isinstance(v, Dyn):
             return v.name
-        return self.g.const(v.array(), (v.param or "c"))
+        value = v.array()
+        if broadcasting and 0 in value.strides:
+            value = value[tuple(slice(0, 1) if st == 0 else slice(None) for st in value.strides)]
+        return self.g.const(np.ascontiguousarray(value), (v.param or "c"))
 
     def run(self, jaxpr: jcore.Jaxpr, consts: list, args: list) -> list:
         """Lower every equation; values are dropped after their last use (bounded memory)."""
@@ -221,7 +228,7 @@ class Lowering:
         if handler is not None:
             out = handler(eqn, ins)
         elif name in _ELEMENTWISE:
-            out = self.g.op(_ELEMENTWISE[name], [self.materialize(v) for v in ins])
+            out = self.g.op(_ELEMENTWISE[name], [self.materialize(v, broadcasting=True) for v in ins])
         elif name in _IDENTITY:
             return ins
         else:
@@ -235,6 +242,8 @@ class Lowering:
         x = ins[0] if ins else None
         if name == "convert_element_type" and np.dtype(x.value.dtype) == np.dtype(p["new_dtype"]):
             return ins
+        if name == "broadcast_in_dim" and not isinstance(x.value, Lazy):
+            return [Const(_broadcast_view(x.value, p["shape"], p["broadcast_dimensions"]), x.param)]
         if name in _VIEW_OPS and (name != "slice" or not p["strides"]):
             aval = eqn.outvars[0].aval
             path = None if x.path is None else x.path + ((name, _frozen(p)),)
@@ -366,7 +375,7 @@ class Lowering:
     def p_select_n(self, eqn, ins):
         if len(ins) != 3:
             raise NotImplementedError("ONNX lowering: select_n with more than two cases")
-        pred, on_false, on_true = (self.materialize(v) for v in ins)
+        pred, on_false, on_true = (self.materialize(v, broadcasting=True) for v in ins)
         return self.g.op("Where", [pred, on_true, on_false])
 
     def p_ne(self, eqn, ins):
@@ -378,6 +387,14 @@ class Lowering:
 
 
 _VIEW_OPS = frozenset({"slice", "squeeze", "transpose", "reshape", "expand_dims"})
+
+
+def _broadcast_view(x: np.ndarray, shape, dims) -> np.ndarray:
+    """broadcast_in_dim as a zero-copy numpy view (stride 0 on the new axes)."""
+    ranked = [1] * len(shape)
+    for s, d in zip(np.shape(x), dims):
+        ranked[d] = s
+    return np.broadcast_to(np.asarray(x).reshape(ranked), tuple(shape))
 
 
 def _frozen(params: dict) -> tuple:
