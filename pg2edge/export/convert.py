@@ -102,12 +102,10 @@ def load_weights(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ModelConfig, d
 
 
 def _checkpoint_params(path: Path, cfg: ModelConfig) -> tuple[ModelConfig, dict]:
-    """Lazy per-layer reads where the checkpoint package offers them, else a full float32 load."""
-    import pg2edge.checkpoint as ckpt
+    """Every header validated now; tensor bytes read per layer when an exporter needs them."""
+    from pg2edge.checkpoint import lazy_checkpoint
 
-    if hasattr(ckpt, "lazy_checkpoint"):
-        return ckpt.lazy_checkpoint(path, cfg, dtype=np.float32)
-    return ckpt.load_checkpoint(path, cfg, dtype=np.float32)
+    return lazy_checkpoint(path, cfg, dtype=np.float32)
 
 
 def _materialized(params: dict) -> dict:

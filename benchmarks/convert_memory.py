@@ -1,0 +1,78 @@
+"""Peak RSS and wall time of `pg2edge convert --size 3B --res 224 --random-init`, per format and quant.
+
+Each conversion runs in its own process under `/usr/bin/time -v` (peak RSS of
+that process alone). Writes benchmarks/results/convert_3b.json and .md.
+
+    .venv/bin/python benchmarks/convert_memory.py [--formats onnx] [--quants int4,int8] [--size 3B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path) -> dict:
+    """One conversion in a child process: peak RSS (GB), seconds, bundle size, exit status."""
+    out = workdir / f"{size}-{res}-{fmt}-{quant}"
+    cmd = [sys.executable, "-m", "pg2edge.cli", "convert", "--size", size, "--res", str(res), "--random-init",
+           "--format", fmt, "--quant", quant, "--out", str(out), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    files = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    row = {"size": size, "res": res, "format": fmt, "quant": quant, "ok": proc.returncode == 0,
+           "peak_rss_gb": rss_kb / 1e6, "seconds": round(seconds, 1),
+           "bundle_gb": sum(p.stat().st_size for p in files) / 1e9, "command": " ".join(cmd[2:])}
+    if proc.returncode != 0:
+        row["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| variant | format | quant | ok | peak RSS (GB) | seconds | bundle (GB) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']}-{r['res']} | {r['format']} | {r['quant']} | {'yes' if r['ok'] else 'no'} | "
+                     f"{r['peak_rss_gb']:.2f} | {r['seconds']:.0f} | {r['bundle_gb']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="3B")
+    ap.add_argument("--res", type=int, default=224)
+    ap.add_argument("--formats", default="onnx")
+    ap.add_argument("--quants", default="int4,int8")
+    ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512", help="more convert options")
+    ap.add_argument("--out", default=str(RESULTS / "convert_3b.json"))
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pg2edge-convert-bench-") as tmp:
+        for fmt in args.formats.split(","):
+            for quant in args.quants.split(","):
+                row = measure(args.size, args.res, fmt, quant, args.extra.split(), Path(tmp))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    result = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+              "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(f"# convert: {args.size}-{args.res}, random-init\n\n" + markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
