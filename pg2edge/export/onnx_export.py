@@ -30,6 +30,9 @@ class FloatWeights:
     def matmul(self, g: GraphBuilder, x: Dyn, w_kn: Lazy, param: str | None, key: tuple | None) -> str:
         return g.op("MatMul", [x.name, _stored_or(g, w_kn, param or "w", key)])
 
+    def fuse_key(self, w_kn: Lazy, param: str | None) -> object:
+        return "float"
+
     def gather(self, g: GraphBuilder, table: Const, ids: Dyn) -> str:
         rows = Lazy(table.value.shape, table.value.dtype, table.array)
         return g.op("Gather", [_stored_or(g, rows, table.param or "table", weight_key(table, "rows")), ids.name],

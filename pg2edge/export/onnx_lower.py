@@ -57,7 +57,10 @@ class Dyn:
 class WeightSink(Protocol):
     """Emits `x @ w` where `w` [K, N] is a constant weight (float or quantized)."""
 
-    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: Lazy, param: str | None, key: tuple) -> str: ...
+    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: Lazy, param: str | None, key: tuple | None) -> str: ...
+
+    def fuse_key(self, w_kn: Lazy, param: str | None) -> object:
+        """Matmuls on the same input with equal fuse keys may share one kernel call."""
 
     def gather(self, g: "GraphBuilder", table: Const, ids: Dyn) -> str: ...
 
@@ -169,6 +172,9 @@ class Lowering:
 
     def __init__(self, g: GraphBuilder, sink: WeightSink):
         self.g, self.sink = g, sink
+        self._pending: list[_PendingMatmul] = []
+        self._pending_names: set[str] = set()
+        self._depth = 0
 
     # -- values -------------------------------------------------------------
     def materialize(self, v: Const | Dyn, broadcasting: bool = False) -> str:
@@ -201,15 +207,48 @@ class Lowering:
             env[var] = val if isinstance(val, (Const, Dyn)) else Const(np.asarray(val))
         for var, val in zip(jaxpr.invars, args):
             env[var] = val
+        self._depth += 1
         for i, eqn in enumerate(jaxpr.eqns):
             ins = [read(a) for a in eqn.invars]
+            if self._pending and any(isinstance(v, Dyn) and v.name in self._pending_names for v in ins):
+                self.flush_matmuls()
             outs = self.eqn(eqn, ins)
             for var, val in zip(eqn.outvars, outs):
                 env[var] = val
             for a in eqn.invars:
                 if not isinstance(a, jcore.Literal) and last_use.get(a) == i and a not in keep:
                     env.pop(a, None)
+        self._depth -= 1
+        if self._depth == 0:
+            self.flush_matmuls()
         return [read(a) for a in jaxpr.outvars]
+
+    def flush_matmuls(self) -> None:
+        """Emit pending weight matmuls; those sharing an input and a fuse key become one call + Split.
+
+        (q/k/v and gate/up each read the same normed activations: one quantized
+        kernel call over the concatenated weight reads the input once and runs
+        a larger, faster matmul.) Nodes are inserted where the first matmul of
+        each group was traced, so the graph stays topologically ordered.
+        """
+        groups: dict = {}
+        for p in self._pending:
+            groups.setdefault((p.x.name, self.sink.fuse_key(p.w_kn, p.param), p.w_kn.shape[0]), []).append(p)
+        self._pending, self._pending_names = [], set()
+        for members in sorted(groups.values(), key=lambda ms: -ms[0].at):
+            start = len(self.g.nodes)
+            if len(members) == 1:
+                p = members[0]
+                y = self.sink.matmul(self.g, p.x, p.w_kn, p.param, p.key)
+                self.g.nodes.append(helper.make_node("Identity", [y], [p.out]))
+            else:
+                y = self.sink.matmul(self.g, members[0].x, _concat_columns([p.w_kn for p in members]),
+                                     members[0].param, _fused_key([p.key for p in members]))
+                sizes = self.g.const(np.array([p.w_kn.shape[1] for p in members], np.int64), "split")
+                self.g.nodes.append(helper.make_node("Split", [y, sizes], [p.out for p in members], axis=-1))
+            emitted = self.g.nodes[start:]
+            del self.g.nodes[start:]
+            self.g.nodes[members[0].at:members[0].at] = emitted
 
     def eqn(self, eqn, ins: list) -> list:
         name = eqn.primitive.name
@@ -286,9 +325,13 @@ class Lowering:
         key = weight_key(w, tuple(wc))
         n = int(np.prod([w.value.shape[d] for d in w_free]))
         w_kn = Lazy((k, n), w.value.dtype, lambda: np.transpose(w.array(), list(wc) + w_free).reshape(k, n))
-        y = self.sink.matmul(self.g, Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param, key)
+        y = self.g.fresh("mm")
+        self._pending.append(_PendingMatmul(Dyn(x2, tuple(lead + [k]), x.dtype), w_kn, w.param, key, y,
+                                            len(self.g.nodes)))
         full = lead + [w.value.shape[d] for d in w_free]
-        return y if len(w_free) == 1 else self.g.reshape(y, full)
+        out = y if len(w_free) == 1 else self.g.reshape(y, full)
+        self._pending_names.update((y, out))
+        return out
 
     def _batched_matmul(self, lhs, rhs, lc, rc, lb, rb, out_shape) -> str:
         """Both operands at runtime: (batch, M, K) @ (batch, K, N) with ONNX MatMul."""
@@ -384,6 +427,29 @@ class Lowering:
     def p_clamp(self, eqn, ins):
         lo, x, hi = (self.materialize(v) for v in ins)
         return self.g.op("Min", [self.g.op("Max", [x, lo]), hi])
+
+
+@dataclass(frozen=True)
+class _PendingMatmul:
+    """A traced `x @ w` not yet emitted: it may fuse with later matmuls on the same input."""
+
+    x: Dyn
+    w_kn: Lazy
+    param: str | None
+    key: tuple | None
+    out: str
+    at: int  # index in the node list where it belongs
+
+
+def _concat_columns(weights: list[Lazy]) -> Lazy:
+    """[K, N1] ++ [K, N2] ... along N, read only when the sink needs the bytes."""
+    k = weights[0].shape[0]
+    return Lazy((k, sum(w.shape[1] for w in weights)), weights[0].dtype,
+                lambda: np.concatenate([w.materialize() for w in weights], axis=1))
+
+
+def _fused_key(keys: list) -> tuple | None:
+    return None if any(k is None for k in keys) else ("fused", *keys)
 
 
 _VIEW_OPS = frozenset({"slice", "squeeze", "transpose", "reshape", "expand_dims"})

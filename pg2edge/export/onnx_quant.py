@@ -62,6 +62,10 @@ class QuantizedWeights(FloatWeights):
             return self.recipe.fallback
         return scheme
 
+    def fuse_key(self, w_kn: Lazy, param: str | None) -> object:
+        scheme = self._scheme(param, w_kn.shape[0])
+        return "float" if scheme is None else scheme
+
     def gather(self, g: GraphBuilder, table: Const, ids: Dyn) -> str:
         scheme = self._scheme(table.param, table.value.shape[1])
         if scheme is None:

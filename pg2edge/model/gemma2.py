@@ -136,8 +136,8 @@ def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
 
 def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
     """GeGLU: gelu(x W_gate) * (x W_up) @ W_down."""
-    gate = gelu_tanh(x_btd @ p["gating_einsum"][0])
-    return (gate * (x_btd @ p["gating_einsum"][1])) @ p["linear"]
+    gate, up = x_btd @ p["gating_einsum"][0], x_btd @ p["gating_einsum"][1]  # both first: exporters fuse them
+    return (gelu_tanh(gate) * up) @ p["linear"]
 
 
 def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks,

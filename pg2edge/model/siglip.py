@@ -27,9 +27,8 @@ def _block(p: dict, cfg: VisionConfig, x_bnd: jax.Array) -> jax.Array:
     """One pre-norm ViT encoder block."""
     attn = p["MultiHeadDotProductAttention_0"]
     y = layer_norm(x_bnd, p["LayerNorm_0"]["scale"], p["LayerNorm_0"]["bias"], cfg.norm_eps)
-    q = jnp.einsum("bnd,dhk->bnhk", y, attn["query"]["kernel"]) + attn["query"]["bias"]
-    k = jnp.einsum("bnd,dhk->bnhk", y, attn["key"]["kernel"]) + attn["key"]["bias"]
-    v = jnp.einsum("bnd,dhk->bnhk", y, attn["value"]["kernel"]) + attn["value"]["bias"]
+    q, k, v = (jnp.einsum("bnd,dhk->bnhk", y, attn[name]["kernel"]) for name in ("query", "key", "value"))
+    q, k, v = q + attn["query"]["bias"], k + attn["key"]["bias"], v + attn["value"]["bias"]
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32) * (cfg.head_dim ** -0.5)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     o = jnp.einsum("bhqs,bshk->bqhk", probs, v)
