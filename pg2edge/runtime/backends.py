@@ -47,27 +47,47 @@ class OnnxBackend:
             raise BackendUnavailableError("backend onnx needs the onnxruntime package "
                                           "(pip install onnxruntime)") from None
         self._ort = ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._sessions = {part: ort.InferenceSession(str(bundle / rel), opts, providers=["CPUExecutionProvider"])
-                          for part, rel in files.items()}
-        self._outputs = outputs
+        self._bundle, self._files, self._outputs = bundle, files, outputs
+        self._sessions: dict = {}
+        self._bindings: dict = {}
+
+    def session(self, part: str):
+        """The part's session, created on first use: unused prefill buckets cost no memory."""
+        if part not in self._sessions:
+            ort = self._ort
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = _threads()
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._sessions[part] = ort.InferenceSession(str(self._bundle / self._files[part]), opts,
+                                                        providers=["CPUExecutionProvider"])
+        return self._sessions[part]
 
     def run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self._outputs[part]
-        return dict(zip(names, self._sessions[part].run(names, feeds)))
+        return dict(zip(names, self.session(part).run(names, feeds)))
 
     def run_bound(self, part: str, feeds: dict[str, np.ndarray], outs: dict[str, np.ndarray]) -> None:
-        """Run with every input and output bound to the given numpy buffers (no copies)."""
-        session = self._sessions[part]
-        binding = session.io_binding()
-        for name, arr in feeds.items():
-            binding.bind_cpu_input(name, arr)
-        for name, arr in outs.items():
-            binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
-        session.run_with_iobinding(binding)
+        """Run with inputs and outputs bound to the caller's numpy buffers: no copies per call.
+
+        The binding is built once per set of buffers and reused while the caller
+        keeps passing the same arrays (mutated in place: token, pos, KV cache).
+        """
+        ident = tuple((n, a.ctypes.data, a.shape) for n, a in (*feeds.items(), *outs.items()))
+        cached = self._bindings.get(part)
+        if cached is None or cached[0] != ident:
+            session = self.session(part)
+            binding = session.io_binding()
+            values = []
+            for name, arr in feeds.items():
+                value = self._ort.OrtValue.ortvalue_from_numpy(arr)  # shares the numpy memory on CPU
+                binding.bind_ortvalue_input(name, value)
+                values.append(value)
+            for name, arr in outs.items():
+                binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+            cached = (ident, binding, values, session)
+            self._bindings[part] = cached
+        cached[3].run_with_iobinding(cached[1])
 
 
 class TFLiteBackend:

@@ -81,6 +81,8 @@ class Engine:
         self.buckets = sorted(seq["prefill_text_lens"])
         self.preprocess_cfg = self.manifest["preprocess"]
         self._kv_specs = [s for s in self.manifest["parts"]["decode"]["inputs"] if s["name"] not in ("token", "pos")]
+        self._cache: dict[str, np.ndarray] | None = None
+        self._step_buffers: tuple = ()
 
     # -- pieces ---------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -100,8 +102,18 @@ class Engine:
         return arr[None], img.size
 
     def new_cache(self) -> dict[str, np.ndarray]:
-        """Zeroed KV buffers at the bundle's static shapes."""
-        return {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in self._kv_specs}
+        """The KV buffers at the bundle's static shapes, allocated once and reused by every generation.
+
+        Stale entries need no clearing: every slot a step can see was written by
+        this generation's prefill or decode.
+        """
+        if self._cache is None:
+            self._cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in self._kv_specs}
+            self._step_buffers = (np.zeros((1,), np.int32), np.zeros((1,), np.int32),
+                                  {"logits": np.zeros((1, self.manifest["model"]["text"]["vocab_size"]), np.float32),
+                                   **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype)
+                                      for n, b in self._cache.items()}})
+        return self._cache
 
     # -- generation -----------------------------------------------------------
     def generate(self, image, prompt: str, max_new_tokens: int = 32, sampling: SamplingConfig = SamplingConfig(),
@@ -138,10 +150,8 @@ class Engine:
         """The token loop on the static cache; stops at eos, the token budget, or capacity."""
         rng = new_rng(sampling)
         eos = self.tokenizer.eos_id
-        token = np.zeros((1,), np.int32)
-        position = np.zeros((1,), np.int32)
-        step_out = {"logits": np.zeros_like(logits)}
-        step_out.update({f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in cache.items()})
+        token, position, step_out = self._step_buffers
+        feeds = {"token": token, "pos": position, **cache}
         generated: list[int] = []
         t0 = time.perf_counter()
         stop = "max_new_tokens"
@@ -159,7 +169,7 @@ class Engine:
                 stop = "cache_full"
                 break
             token[0], position[0] = tok, pos
-            self.backend.run_bound("decode", {"token": token, "pos": position, **cache}, step_out)
+            self.backend.run_bound("decode", feeds, step_out)
             for name, buf in cache.items():
                 buf[:, :, pos] = step_out[f"new_{name}"][:, :, 0]
             logits = step_out["logits"]
