@@ -167,7 +167,7 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
 def embed_tokens(llm: dict, cfg: TextConfig, tokens_bt: jax.Array) -> jax.Array:
     """Token ids -> embeddings scaled by sqrt(width) (in the embedding's dtype)."""
     table = llm["embedder"]["input_embedding"]
-    return table[tokens_bt] * jnp.sqrt(cfg.width).astype(table.dtype)
+    return jnp.asarray(table)[tokens_bt] * jnp.sqrt(cfg.width).astype(table.dtype)
 
 
 def lm_head(llm: dict, cfg: TextConfig, x_btd: jax.Array) -> jax.Array:

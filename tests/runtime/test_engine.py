@@ -28,9 +28,9 @@ def _reference(tiny_checkpoint, engine, image_file, prompt, n, sampling=Sampling
     return generate(unflatten(flat), cfg, pixels, [ids], max_new_tokens=n, max_len=MAX_LEN, sampling=sampling)
 
 
-@pytest.mark.parametrize("backend", ["onnx"])
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
 def test_float_bundle_matches_jax_generate(make_bundle, tiny_checkpoint, image_file, backend):
-    engine = Engine(make_bundle("f32", (backend,)), backend=backend)
+    engine = Engine(make_bundle("f32", ("onnx", "tflite")), backend=backend)
     streamed = []
     result = engine.generate(image_file, PROMPT, max_new_tokens=32, on_token=lambda t, s: streamed.append(t))
     ref = _reference(tiny_checkpoint, engine, image_file, PROMPT, 32)
@@ -111,12 +111,13 @@ def test_runtime_imports_no_heavy_framework(make_bundle, image_file):
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("quant", ["int8", "int4", "mixed"])
-def test_quantized_bundle_matches_its_fake_quant_reference(make_bundle, tiny_checkpoint, image_file, quant):
-    from pg2edge.param_layout import flatten
+@pytest.mark.parametrize("quant, backend", [("int8", "onnx"), ("int4", "onnx"), ("mixed", "onnx"),
+                                            ("int8", "tflite")])
+def test_quantized_bundle_matches_its_fake_quant_reference(make_bundle, tiny_checkpoint, image_file, quant, backend):
     from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 
-    engine = Engine(make_bundle(quant, accuracy_level=0))  # float activations: exact vs the reference
+    # ONNX at accuracy level 0 (float activations) is exact vs the reference
+    engine = Engine(make_bundle(quant, (backend,), accuracy_level=0), backend=backend)
     result = engine.generate(image_file, PROMPT, max_new_tokens=24)
     cfg, flat = load_checkpoint(tiny_checkpoint)
     ref_params = unflatten(fake_quant_params(flat, get_recipe(quant, 32)))
@@ -125,11 +126,13 @@ def test_quantized_bundle_matches_its_fake_quant_reference(make_bundle, tiny_che
     assert result.tokens == ref.tokens[0]
 
 
-def test_int4_fast_kernels_track_the_reference(make_bundle, tiny_checkpoint, image_file):
-    """accuracy_level 4 quantizes activations to int8 too: first-token logits stay close, not exact."""
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_int4_fast_kernels_track_the_reference(make_bundle, tiny_checkpoint, image_file, backend):
+    """ONNX accuracy level 4 and LiteRT's block-wise int4 kernel quantize activations to int8 too:
+    first-token logits stay close to the fake-quant reference, not exact."""
     from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 
-    engine = Engine(make_bundle("int4"))
+    engine = Engine(make_bundle("int4", (backend,)), backend=backend)
     logits = []
     engine.backend.run = _recording(engine.backend.run, logits)
     engine.generate(image_file, PROMPT, max_new_tokens=1)

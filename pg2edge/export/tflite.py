@@ -1,0 +1,112 @@
+"""TFLite / LiteRT export of one graph-split `Part`: float conversion, recipe quantization, atomic write.
+
+    float:  part.fn + weights -> jax2tf -> TFLiteConverter (builtin ops only)     [tflite_convert]
+            -> GATHER_ND of the embedding table as EMBEDDING_LOOKUP               [tflite_rewrite]
+    quant:  ai-edge-quantizer on the float flatbuffer, reference codes written in [tflite_quant]
+
+The file has one signature, keyed by `part.name`, whose input and output names
+are the part's `TensorSpec` names: the runtime calls
+`Interpreter(path).get_signature_runner(part.name)(**inputs)`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pg2edge.export.split import Part
+from pg2edge.export.tflite_convert import TFLiteExportError, convert_float
+from pg2edge.export.tflite_flatbuffer import (
+    op_histogram,
+    read_weight_dtypes,
+    read_weights,
+    signature_keys,
+    tensor_dtypes,
+)
+from pg2edge.export.tflite_quant import WeightPlan, plan_weights, quantize_flatbuffer
+from pg2edge.export.tflite_rewrite import gathers_to_embedding_lookups
+
+__all__ = ["TFLiteExportError", "TFLiteInfo", "export_tflite", "float_tflite", "read_weight_dtypes", "tflite_bytes"]
+
+
+@dataclass(frozen=True)
+class TFLiteInfo:
+    """What was written: size, ops, dtypes, and how each weight was stored."""
+
+    path: Path
+    signature: str
+    size_bytes: int
+    op_histogram: dict[str, int]
+    tensor_dtypes: dict[str, int]  # dtype -> number of tensors
+    weight_dtypes: dict[str, int]  # dtype of matmul / embedding weights -> count ("int4": 28, ...)
+    weights: tuple[WeightPlan, ...]  # every FULLY_CONNECTED / EMBEDDING_LOOKUP weight and its scheme
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (for the manifest or a benchmark row)."""
+        return {
+            "file": self.path.name, "signature": self.signature, "bytes": self.size_bytes,
+            "ops": self.op_histogram, "tensor_dtypes": self.tensor_dtypes, "weight_dtypes": self.weight_dtypes,
+            "weights": [{"param": w.label, "op": w.op, "mode": w.mode,
+                         "scheme": None if w.scheme is None else w.scheme.label} for w in self.weights],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def float_tflite(part: Part, params: dict) -> bytes:
+    """The part as a float flatbuffer, its embedding gathers as (quantizable) EMBEDDING_LOOKUPs."""
+    return gathers_to_embedding_lookups(convert_float(part, params))
+
+
+def tflite_bytes(part: Part, params: dict, recipe=None, float_model: bytes | None = None
+                 ) -> tuple[bytes, tuple[WeightPlan, ...]]:
+    """The part's flatbuffer (quantized per `recipe`, float if None) and its weight plan.
+
+    `float_model` is `float_tflite(part, params)` when the caller already has it
+    (one conversion, several recipes).
+    """
+    if float_model is None:
+        float_model = float_tflite(part, params)
+    elif signature_keys(float_model) != [part.name]:
+        raise TFLiteExportError(f"float model has signatures {signature_keys(float_model)}, "
+                                f"not the part {part.name!r}")
+    plans = plan_weights(float_model, params, recipe)
+    return quantize_flatbuffer(float_model, plans, params), plans
+
+
+def _write_atomic(data: bytes, path: Path) -> None:
+    """Write to a temp file in the same directory, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def export_tflite(part: Part, params: dict, out_path: str | Path, recipe=None,
+                  float_model: bytes | None = None) -> TFLiteInfo:
+    """Convert `part` with `params` as constants into one `.tflite` (weights per `recipe`), atomically."""
+    start = time.perf_counter()
+    path = Path(out_path)
+    if not path.parent.is_dir():
+        raise TFLiteExportError(f"{path}: output directory {path.parent} does not exist")
+    data, plans = tflite_bytes(part, params, recipe, float_model)
+    _write_atomic(data, path)
+    return TFLiteInfo(path=path, signature=part.name, size_bytes=len(data), op_histogram=op_histogram(data),
+                      tensor_dtypes=tensor_dtypes(data), weight_dtypes=_count(w.dtype for w in read_weights(data)),
+                      weights=plans, seconds=time.perf_counter() - start)

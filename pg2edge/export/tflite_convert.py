@@ -1,0 +1,144 @@
+"""`Part` -> float TFLite flatbuffer: jax2tf with the weights as constants, builtin ops only.
+
+The model is traced once into a jaxpr and re-evaluated under jax2tf with two
+graph-level canonicalizations (no layer is re-implemented):
+
+* every computation on weights alone (per-layer slices of the stacked
+  big_vision arrays, einsum reshapes) is folded to a constant at trace time,
+  so the TFLite converter sees `dot_general(x, CONST)` and lowers it to
+  FULLY_CONNECTED instead of BATCH_MATMUL over `slice(const)`;
+* a `dot_general(CONST, x)` (JAX puts the weight first for einsums such as
+  "btd,kdh->bkth") is swapped to `dot_general(x, CONST)` plus a transpose,
+  because the converter only turns matmuls with a constant right operand into
+  FULLY_CONNECTED (where ai-edge-quantizer quantizes weights).
+
+The SavedModel signature key is the part's name and the input/output names
+are its `TensorSpec` names, so the runtime calls
+`interpreter.get_signature_runner(part.name)(**inputs)`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Callable, Sequence
+
+import jax
+import jax.extend.core as jex
+import numpy as np
+
+from pg2edge.errors import Pg2EdgeError
+from pg2edge.export.split import Part
+
+_INLINE_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call")
+
+
+class TFLiteExportError(Pg2EdgeError):
+    """A part cannot be converted, quantized or verified as TFLite."""
+
+
+def _is_const(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _swapped_dot(lhs, rhs, params: dict):
+    """`dot_general(lhs, rhs)` computed as `transpose(dot_general(rhs, lhs))` (no batch dims)."""
+    (lc, rc), _ = params["dimension_numbers"]
+    precision = params.get("precision")
+    if isinstance(precision, tuple):
+        precision = precision[::-1]
+    out = jax.lax.dot_general(rhs, lhs, ((rc, lc), ((), ())), precision=precision,
+                              preferred_element_type=params.get("preferred_element_type"))
+    n_rhs_free = rhs.ndim - len(rc)
+    n_lhs_free = lhs.ndim - len(lc)
+    perm = tuple(range(n_rhs_free, n_rhs_free + n_lhs_free)) + tuple(range(n_rhs_free))
+    return jax.lax.transpose(out, perm)
+
+
+def _eval_eqn(eqn: jex.JaxprEqn, invals: list) -> list:
+    """Bind one equation, inlining nested jits and putting a constant matmul operand on the right."""
+    if eqn.primitive.name in _INLINE_PRIMITIVES:
+        closed = eqn.params["jaxpr"]
+        return _eval_jaxpr(closed.jaxpr, closed.consts, invals)
+    if eqn.primitive.name == "dot_general" and sum(map(_is_const, invals)) == 1:
+        return [_eval_matmul(eqn, *invals)]
+    out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs) -> jax.Array:
+    """A weight matmul with the weight on the right, fenced off from the ops that consume it.
+
+    The barrier stops the converter folding a following scalar MUL/DIV (the LM
+    head's soft-cap) into the weight: that fold changes the weight's values and
+    fails outright once the weight exceeds TF's constant-folding size limit.
+    """
+    (_, (lhs_batch, _)) = eqn.params["dimension_numbers"]
+    if _is_const(lhs) and not lhs_batch:
+        out = _swapped_dot(lhs, rhs, eqn.params)
+    else:
+        out = eqn.primitive.bind(lhs, rhs, **eqn.primitive.get_bind_params(eqn.params))
+    return jax.lax.optimization_barrier(out)
+
+
+def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence) -> list:
+    """`jax.core.eval_jaxpr` with `_eval_eqn`'s rewrites."""
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        outs = _eval_eqn(eqn, [read(v) for v in eqn.invars])
+        env.update((v, x) for v, x in zip(eqn.outvars, outs) if not isinstance(v, jex.DropVar))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def bind_weights(part: Part, params: dict) -> Callable[..., tuple]:
+    """`part.fn` with `params` as constants; weight-only work folds eagerly (constant-time eval)."""
+    specs = [jax.ShapeDtypeStruct(s.shape, np.dtype(s.dtype)) for s in part.inputs]
+    closed = jax.make_jaxpr(lambda *xs: part.fn(params, *xs))(*specs)
+
+    def fn(*inputs):
+        with jax.ensure_compile_time_eval():
+            return tuple(_eval_jaxpr(closed.jaxpr, closed.consts, inputs))
+
+    return fn
+
+
+def _tf_module(part: Part, fn: Callable[..., tuple]):
+    """A tf.Module whose one tf.function takes and returns the part's named tensors."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    tf_fn = jax2tf.convert(fn, with_gradient=False)
+    names = [s.name for s in part.outputs]
+
+    def named(*inputs):
+        outs = tf_fn(*inputs)
+        return {n: o for n, o in zip(names, outs)}
+
+    module = tf.Module()
+    signature = [tf.TensorSpec(s.shape, tf.dtypes.as_dtype(s.dtype), name=s.name) for s in part.inputs]
+    module.run = tf.function(named, input_signature=signature, autograph=False)
+    return module
+
+
+def convert_float(part: Part, params: dict) -> bytes:
+    """The part as a float32 TFLite flatbuffer with one signature named `part.name`."""
+    import tensorflow as tf
+
+    module = _tf_module(part, bind_weights(part, params))
+    concrete = module.run.get_concrete_function()
+    with tempfile.TemporaryDirectory(prefix="pg2edge-tflite-") as saved:
+        tf.saved_model.save(module, saved, signatures={part.name: concrete})
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[part.name])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        # no per-channel MUL folded into FULLY_CONNECTED weights: they must stay parameter matrices
+        # (up to a folded scalar, e.g. the LM head's soft-cap 1/30) to be mapped and quantized exactly
+        converter._experimental_disable_fuse_mul_and_fc = True
+        try:
+            return bytes(converter.convert())
+        except Exception as e:  # the converter raises many types; report the part
+            raise TFLiteExportError(f"TFLite conversion of part {part.name!r} failed: {e}") from e
