@@ -222,6 +222,12 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
                 progress.advance("tflite: trace, convert, quantize", part.name)
             backends["tflite"] = files
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
+        if opts.report:
+            from pg2edge.quantize.report import error_report, write_report
+
+            progress.stage("quant report", 1)
+            write_report(error_report(flatten(params), recipe), tmp)
+            progress.advance("quant report")
         write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from pg2edge.export.tflite_flatbuffer import (
 )
 from pg2edge.export.tflite_quant import WeightPlan, plan_weights, quantize_flatbuffer
 from pg2edge.export.tflite_rewrite import gathers_to_embedding_lookups
+from pg2edge.quantize.recipes import Recipe
 
 __all__ = ["TFLiteExportError", "TFLiteInfo", "export_tflite", "float_tflite", "read_weight_dtypes", "tflite_bytes"]
 
@@ -61,7 +63,7 @@ def float_tflite(part: Part, params: dict) -> bytes:
     return gathers_to_embedding_lookups(convert_float(part, params))
 
 
-def tflite_bytes(part: Part, params: dict, recipe=None, float_model: bytes | None = None
+def tflite_bytes(part: Part, params: dict, recipe: Recipe | None = None, float_model: bytes | None = None
                  ) -> tuple[bytes, tuple[WeightPlan, ...]]:
     """The part's flatbuffer (quantized per `recipe`, float if None) and its weight plan.
 
@@ -91,14 +93,7 @@ def _write_atomic(data: bytes, path: Path) -> None:
         raise
 
 
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
-
-
-def export_tflite(part: Part, params: dict, out_path: str | Path, recipe=None,
+def export_tflite(part: Part, params: dict, out_path: str | Path, recipe: Recipe | None = None,
                   float_model: bytes | None = None) -> TFLiteInfo:
     """Convert `part` with `params` as constants into one `.tflite` (weights per `recipe`), atomically."""
     start = time.perf_counter()
@@ -108,5 +103,5 @@ def export_tflite(part: Part, params: dict, out_path: str | Path, recipe=None,
     data, plans = tflite_bytes(part, params, recipe, float_model)
     _write_atomic(data, path)
     return TFLiteInfo(path=path, signature=part.name, size_bytes=len(data), op_histogram=op_histogram(data),
-                      tensor_dtypes=tensor_dtypes(data), weight_dtypes=_count(w.dtype for w in read_weights(data)),
+                      tensor_dtypes=tensor_dtypes(data), weight_dtypes=dict(Counter(w.dtype for w in read_weights(data))),
                       weights=plans, seconds=time.perf_counter() - start)

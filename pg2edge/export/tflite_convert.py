@@ -1,7 +1,7 @@
 """`Part` -> float TFLite flatbuffer: jax2tf with the weights as constants, builtin ops only.
 
-The model is traced once into a jaxpr and re-evaluated under jax2tf with two
-graph-level canonicalizations (no layer is re-implemented):
+The model is traced once into a jaxpr and re-evaluated under jax2tf with
+three graph-level canonicalizations (no layer is re-implemented):
 
 * every computation on weights alone (per-layer slices of the stacked
   big_vision arrays, einsum reshapes) is folded to a constant at trace time,
@@ -10,7 +10,12 @@ graph-level canonicalizations (no layer is re-implemented):
 * a `dot_general(CONST, x)` (JAX puts the weight first for einsums such as
   "btd,kdh->bkth") is swapped to `dot_general(x, CONST)` plus a transpose,
   because the converter only turns matmuls with a constant right operand into
-  FULLY_CONNECTED (where ai-edge-quantizer quantizes weights).
+  FULLY_CONNECTED (where ai-edge-quantizer quantizes weights);
+* each weight matmul's result passes an optimization barrier, so the
+  converter cannot fold a following scalar MUL/DIV into the weight.
+
+Each FULLY_CONNECTED weight is therefore exactly a parameter matrix, and the
+tied embedding table is one constant shared by the lookup and the LM head.
 
 The SavedModel signature key is the part's name and the input/output names
 are its `TensorSpec` names, so the runtime calls
@@ -96,7 +101,7 @@ def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence) -> list:
 
 
 def bind_weights(part: Part, params: dict) -> Callable[..., tuple]:
-    """`part.fn` with `params` as constants; weight-only work folds eagerly (constant-time eval)."""
+    """`part.fn` with `params` as constants: work on weights alone runs eagerly while jax2tf traces."""
     specs = [jax.ShapeDtypeStruct(s.shape, np.dtype(s.dtype)) for s in part.inputs]
     closed = jax.make_jaxpr(lambda *xs: part.fn(params, *xs))(*specs)
 

@@ -1,4 +1,4 @@
-"""Read and rewrite TFLite flatbuffers: op histogram, matmul/embedding weights, gather -> lookup.
+"""Read TFLite flatbuffers: signatures, op histogram, and the weights of matmul/embedding ops.
 
 Reading uses the flatbuffer's lazy accessors (no copy of the weights), so it
 also answers "are the int4 weights really in this file?" for large models.
@@ -17,8 +17,8 @@ import ml_dtypes
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-# ops whose constant weight input ai-edge-quantizer quantizes, and that input's index
-WEIGHT_INPUT = {"FULLY_CONNECTED": 1, "EMBEDDING_LOOKUP": 1, "BATCH_MATMUL": 1, "CONV_2D": 1}
+# ops that multiply by (or look up in) a weight, and the inputs a constant weight can be
+WEIGHT_INPUTS = {"FULLY_CONNECTED": (1,), "EMBEDDING_LOOKUP": (1,), "BATCH_MATMUL": (1, 0), "CONV_2D": (1,)}
 
 _OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k.lower() for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
@@ -90,13 +90,20 @@ class Flatbuffer:
             return buffer.DataAsNumpy()
         return None
 
-    def weight_source(self, op: fb.Operator) -> tuple[int, bool]:
-        """The constant weight input of a matmul/embedding op, through an explicit DEQUANTIZE."""
-        index = int(op.InputsAsNumpy()[WEIGHT_INPUT[self.op_name(op)]])
+    def _through_dequantize(self, index: int) -> tuple[int, bool]:
         producer = self.producer(index)
         if producer is not None and self.op_name(producer) == "DEQUANTIZE":
             return int(producer.InputsAsNumpy()[0]), True
         return index, False
+
+    def weight_source(self, op: fb.Operator) -> tuple[int, bool] | None:
+        """(tensor, via DEQUANTIZE) of a matmul/embedding op's constant weight, or None if it has none."""
+        inputs = op.InputsAsNumpy()
+        for i in WEIGHT_INPUTS[self.op_name(op)]:
+            index, dequantized = self._through_dequantize(int(inputs[i]))
+            if self.data_view(index) is not None:
+                return index, dequantized
+        return None
 
     def blockwise_scales(self, index: int) -> int | None:
         """Index of the float16 scale tensor of a block-wise quantized tensor, else None."""
@@ -154,11 +161,10 @@ def read_weights(source: Source) -> list[WeightTensor]:
     out = []
     for op in view.ops():
         kind = view.op_name(op)
-        if kind not in WEIGHT_INPUT:
+        source_ = view.weight_source(op) if kind in WEIGHT_INPUTS else None
+        if source_ is None:
             continue
-        index, dequantized = view.weight_source(op)
-        if view.data_view(index) is None:
-            continue
+        index, dequantized = source_
         granularity, block = _granularity(view, index)
         t = view.tensor(index)
         out.append(WeightTensor(kind, view.scope(op), t.Name().decode(), tuple(int(d) for d in t.ShapeAsNumpy()),
@@ -219,11 +225,10 @@ def weight_ops(source: Source) -> list[OpWeight]:
     view = Flatbuffer(source)
     out = []
     for op in view.ops():
-        if view.op_name(op) not in WEIGHT_INPUT:
+        weight = view.weight_source(op) if view.op_name(op) in WEIGHT_INPUTS else None
+        if weight is None:
             continue
-        index, _ = view.weight_source(op)
-        if view.data_view(index) is None:
-            continue
+        index, _ = weight
         values = tensor_array(view, index)
         if values.dtype == np.int8 and view.tensor(index).Quantization() is not None:
             values = values.astype(np.float32) * _scales(view, index, values.shape)

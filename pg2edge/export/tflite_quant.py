@@ -15,6 +15,8 @@
 
 TFLite stores block-wise scales as float16, so block-wise schemes are exported
 with `scale_dtype="float16"` (the reference's round-up-to-float16 scales).
+XNNPACK, LiteRT's default CPU delegate, then computes with those scales
+rounded to bfloat16; the builtin kernels use them as stored.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from pg2edge.quantize.recipes import Recipe
 from pg2edge.quantize.schemes import QuantizedTensor, Scheme, quantize
 
 QUANTIZABLE_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
-_REL_TOL = 1e-6  # a weight the converter scaled (folded soft-cap) still matches to float32 rounding
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def write_reference_codes(quant_buf: bytearray, plans: tuple[WeightPlan, ...], p
         plan = by_scope.get(view.scope(op))
         if plan is None or view.op_name(op) != plan.op:
             continue
-        tensor, _ = view.weight_source(op)
+        tensor, _ = view.weight_source(op)  # planned ops always have a constant weight
         _write_codes(view, tensor, plan, plan.quantized(params_flat))
         done.add(plan.scope)
     missing = sorted(set(by_scope) - done)

@@ -18,7 +18,7 @@ def _convert(*args):
 def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
     out = tmp_path / "bundle"
     r = _convert("--size", "tiny", "--random-init", "--quant", "int4", "--max-len", "64", "--prefill", "8,24",
-                 "--out", str(out))
+                 "--out", str(out), "--report")
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)  # verifies every sha256
     assert m["weights"] == {"source": "random-init", "random_init": True, "seed": 0}
@@ -26,6 +26,10 @@ def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
     assert m["parts"]["decode"]["inputs"][0] == {"name": "token", "shape": [1], "dtype": "int32"}
     assert "weights.onnx.data" in " ".join(m["files"]) and "tokenizer.model" in m["files"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    report = json.loads((out / "quant_report.json").read_text())
+    rows = report if isinstance(report, list) else report["rows"]
+    decoder = [r for r in rows if r["name"].startswith("llm/layers/")]
+    assert decoder and all(r["scheme"].startswith("int4") and 0 < r["rel_error"] < 0.2 for r in decoder)
     again = _convert("--size", "tiny", "--random-init", "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
     forced = _convert("--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "8", "--out", str(out),

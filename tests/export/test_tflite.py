@@ -12,7 +12,7 @@ import pytest
 
 from pg2edge.export.split import SplitConfig, split_model
 from pg2edge.export.tflite import TFLiteExportError, export_tflite, float_tflite, read_weight_dtypes
-from pg2edge.export.tflite_flatbuffer import weight_ops
+from pg2edge.export.tflite_flatbuffer import read_weights, weight_ops
 from pg2edge.model import generate
 from pg2edge.param_layout import flatten
 from pg2edge.quantize import Recipe, Scheme, fake_quant_params, get_recipe
@@ -121,13 +121,19 @@ def test_signature_is_the_part(exported, parts):
         assert sorted(sigs[part.name]["outputs"]) == sorted(s.name for s in part.outputs)
 
 
-def test_float_weights_feed_fully_connected(exported):
-    """Builtin ops only, and every weight is a FULLY_CONNECTED / EMBEDDING_LOOKUP constant (quantizable)."""
+def test_float_weights_feed_fully_connected(exported, tiny_cfg):
+    """Builtin ops only; every weight is a FULLY_CONNECTED / EMBEDDING_LOOKUP constant (no BATCH_MATMUL)."""
     for info in exported["f32"].values():
         assert not {"CUSTOM", "DELEGATE"} & set(info.op_histogram)
-        assert {w.op for w in info.weights} <= {"FULLY_CONNECTED", "EMBEDDING_LOOKUP"}
-        assert info.weight_dtypes == {"float32": len(info.weights)}
-    assert "EMBEDDING_LOOKUP" in exported["f32"]["decode"].op_histogram
+        weights = read_weights(info.path)
+        assert {w.op for w in weights} <= {"FULLY_CONNECTED", "EMBEDDING_LOOKUP"}
+        assert len(weights) == len(info.weights) and "?" not in {w.param for w in info.weights}
+        assert info.weight_dtypes == {"float32": len(weights)}
+    decode = exported["f32"]["decode"]
+    assert "EMBEDDING_LOOKUP" in decode.op_histogram
+    table = [w for w in read_weights(decode.path) if w.shape == (tiny_cfg.text.vocab_size, tiny_cfg.text.width)]
+    # the tied table is stored once: the embedding lookup and the LM head read the same tensor
+    assert {w.op for w in table} == {"EMBEDDING_LOOKUP", "FULLY_CONNECTED"} and len({w.name for w in table}) == 1
 
 
 def test_float_parts_match_model(exported, parts, tiny_params):

@@ -174,3 +174,28 @@ def test_segmentation_masks_come_from_the_vae_part(make_bundle, vae_file, image_
     from PIL import Image
 
     assert Image.open(out).size == size
+
+
+def test_missing_backend_package_is_one_line(make_bundle, image_file):
+    """Without onnxruntime installed the CLI says which package to install, exit 2."""
+    code = (
+        "import sys\n"
+        "sys.modules['onnxruntime'] = None  # as if not installed\n"
+        "from pg2edge.cli import main\n"
+        f"main(['run', {str(make_bundle('f32'))!r}, '--image', {str(image_file)!r}, '--prompt', 'caption en',"
+        " '--backend', 'onnx'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: backend onnx needs the onnxruntime package (pip install onnxruntime)"
+
+
+def test_cli_draw_writes_the_annotated_image(make_bundle, image_file, tmp_path):
+    out = tmp_path / "drawn.png"
+    r = subprocess.run([sys.executable, "-m", "pg2edge.cli", "run", str(make_bundle("f32")), "--image",
+                        str(image_file), "--prompt", "detect cat", "--max-new-tokens", "8", "--draw", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    assert Image.open(out).size == Image.open(image_file).size
