@@ -1,9 +1,9 @@
 """Run a bundle's parts on onnxruntime or LiteRT behind one small interface.
 
 Both backends take and return numpy arrays by the manifest's tensor names.
-The decode call gets the KV cache buffers themselves: onnxruntime binds them
-(no copy per token, `IOBinding` over numpy memory); LiteRT's signature runner
-copies its inputs, which is what its Python API allows.
+The decode loop runs through a backend-specific decoder that owns the KV
+cache where the backend reads it without copies: numpy buffers bound once
+with onnxruntime's IO binding, or LiteRT's own input tensors written in place.
 """
 
 from __future__ import annotations
@@ -21,10 +21,20 @@ class BackendUnavailableError(Pg2EdgeError):
     """The bundle asks for a backend whose Python package is not installed."""
 
 
+class Decoder(Protocol):
+    """The static KV cache plus the decode part: `write` a prefill chunk, then `step` per token."""
+
+    def write(self, chunk: dict[str, np.ndarray], start: int) -> None: ...
+
+    def step(self, token: int, pos: int) -> np.ndarray: ...
+
+
 class Backend(Protocol):
     name: str
 
     def run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> Decoder: ...
 
 
 def _threads() -> int:
@@ -67,27 +77,46 @@ class OnnxBackend:
         names = self._outputs[part]
         return dict(zip(names, self.session(part).run(names, feeds)))
 
-    def run_bound(self, part: str, feeds: dict[str, np.ndarray], outs: dict[str, np.ndarray]) -> None:
-        """Run with inputs and outputs bound to the caller's numpy buffers: no copies per call.
+    def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "OnnxDecoder":
+        """The decode loop's state: KV buffers owned here, bound once with IO binding."""
+        return OnnxDecoder(self._ort, self.session(part), kv_specs, logits_shape)
 
-        The binding is built once per set of buffers and reused while the caller
-        keeps passing the same arrays (mutated in place: token, pos, KV cache).
-        """
-        ident = tuple((n, a.ctypes.data, a.shape) for n, a in (*feeds.items(), *outs.items()))
-        cached = self._bindings.get(part)
-        if cached is None or cached[0] != ident:
-            session = self.session(part)
-            binding = session.io_binding()
-            values = []
-            for name, arr in feeds.items():
-                value = self._ort.OrtValue.ortvalue_from_numpy(arr)  # shares the numpy memory on CPU
-                binding.bind_ortvalue_input(name, value)
-                values.append(value)
-            for name, arr in outs.items():
-                binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
-            cached = (ident, binding, values, session)
-            self._bindings[part] = cached
-        cached[3].run_with_iobinding(cached[1])
+
+class OnnxDecoder:
+    """KV cache as numpy buffers that onnxruntime reads in place; outputs land in bound buffers.
+
+    One IO binding is built at construction and reused by every step: the
+    token/pos/cache inputs are OrtValues sharing the numpy memory, so neither
+    the binding nor the cache is copied per token.
+    """
+
+    def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
+        self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
+        self._token, self._pos = np.zeros((1,), np.int32), np.zeros((1,), np.int32)
+        self.out = {"logits": np.zeros(logits_shape, np.float32),
+                    **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in self.cache.items()}}
+        self._session = session
+        self._binding = session.io_binding()
+        self._values = []
+        for name, arr in {"token": self._token, "pos": self._pos, **self.cache}.items():
+            value = ort.OrtValue.ortvalue_from_numpy(arr)  # shares the numpy memory on CPU
+            self._binding.bind_ortvalue_input(name, value)
+            self._values.append(value)
+        for name, arr in self.out.items():
+            self._binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+
+    def write(self, chunk: dict[str, np.ndarray], start: int) -> None:
+        """Store `new_<name>` entries [B,K,T,H] at cache slots [start, start + T)."""
+        for name, buf in self.cache.items():
+            new = chunk[f"new_{name}"]
+            buf[:, :, start:start + new.shape[2]] = new
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        """One decode call at slot `pos`; its keys/values are written in place; returns logits."""
+        self._token[0], self._pos[0] = token, pos
+        self._session.run_with_iobinding(self._binding)
+        self.write(self.out, pos)
+        return self.out["logits"]
 
 
 class TFLiteBackend:
@@ -101,21 +130,58 @@ class TFLiteBackend:
         except ImportError:
             raise BackendUnavailableError("backend tflite needs the ai-edge-litert package "
                                           "(pip install ai-edge-litert)") from None
-        self._runners = {}
-        for part, rel in files.items():
-            interp = Interpreter(model_path=str(bundle / rel), num_threads=_threads())
-            self._runners[part] = interp.get_signature_runner(part)
+        self._interpreter = Interpreter
+        self._paths = {part: bundle / rel for part, rel in files.items()}
+        self._runners: dict = {}
         self._outputs = outputs
 
+    def _runner(self, part: str):
+        """The part's signature runner, created on first use."""
+        if part not in self._runners:
+            interp = self._interpreter(model_path=str(self._paths[part]), num_threads=_threads())
+            self._runners[part] = interp.get_signature_runner(part)
+        return self._runners[part]
+
     def run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._runners[part](**feeds)
+        out = self._runner(part)(**feeds)
         return {name: out[name] for name in self._outputs[part]}
 
-    def run_bound(self, part: str, feeds: dict[str, np.ndarray], outs: dict[str, np.ndarray]) -> None:
-        """Same contract as onnx: results land in `outs` (here by one copy)."""
-        for name, value in self.run(part, feeds).items():
-            if name in outs:
-                outs[name][...] = value
+    def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "TFLiteDecoder":
+        """The decode loop's state: the KV cache lives in the interpreter's own input tensors."""
+        return TFLiteDecoder(self._paths[part], part, kv_specs)
+
+
+class TFLiteDecoder:
+    """KV cache stored in the decode interpreter's input tensors, updated in place.
+
+    LiteRT's signature runner copies every input on every call; here the
+    cache inputs are written once per new entry through `interpreter.tensor()`
+    views (never held across `invoke`), so only token, pos and the new
+    entries move per step.
+    """
+
+    def __init__(self, path: Path, signature: str, kv_specs: list[dict]):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interp = Interpreter(model_path=str(path), num_threads=_threads())
+        self._interp.allocate_tensors()
+        signature_io = self._interp._get_full_signature_list()[signature]  # noqa: SLF001 - name -> tensor index
+        self._in, self._out = dict(signature_io["inputs"]), dict(signature_io["outputs"])
+        self._kv_names = [s["name"] for s in kv_specs]
+        for name in self._kv_names:
+            self._interp.tensor(self._in[name])()[...] = 0
+
+    def write(self, chunk: dict[str, np.ndarray], start: int) -> None:
+        for name in self._kv_names:
+            new = chunk[f"new_{name}"]
+            self._interp.tensor(self._in[name])()[:, :, start:start + new.shape[2]] = new
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        self._interp.set_tensor(self._in["token"], np.array([token], np.int32))
+        self._interp.set_tensor(self._in["pos"], np.array([pos], np.int32))
+        self._interp.invoke()
+        self.write({f"new_{n}": self._interp.get_tensor(self._out[f"new_{n}"]) for n in self._kv_names}, pos)
+        return self._interp.get_tensor(self._out["logits"])
 
 
 def open_backend(name: str, bundle: Path, manifest: dict) -> OnnxBackend | TFLiteBackend:

@@ -81,8 +81,7 @@ class Engine:
         self.buckets = sorted(seq["prefill_text_lens"])
         self.preprocess_cfg = self.manifest["preprocess"]
         self._kv_specs = [s for s in self.manifest["parts"]["decode"]["inputs"] if s["name"] not in ("token", "pos")]
-        self._cache: dict[str, np.ndarray] | None = None
-        self._step_buffers: tuple = ()
+        self._decoder = None
 
     # -- pieces ---------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -101,19 +100,16 @@ class Engine:
         arr = preprocess(img, self.preprocess_cfg["resolution"], self.preprocess_cfg["resize_filter"])
         return arr[None], img.size
 
-    def new_cache(self) -> dict[str, np.ndarray]:
-        """The KV buffers at the bundle's static shapes, allocated once and reused by every generation.
+    def decoder(self):
+        """The decode state (KV cache + decode part), built once and reused by every generation.
 
-        Stale entries need no clearing: every slot a step can see was written by
-        this generation's prefill or decode.
+        Stale cache entries need no clearing: every slot a step can see was
+        written by this generation's prefill or decode.
         """
-        if self._cache is None:
-            self._cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in self._kv_specs}
-            self._step_buffers = (np.zeros((1,), np.int32), np.zeros((1,), np.int32),
-                                  {"logits": np.zeros((1, self.manifest["model"]["text"]["vocab_size"]), np.float32),
-                                   **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype)
-                                      for n, b in self._cache.items()}})
-        return self._cache
+        if self._decoder is None:
+            vocab = self.manifest["model"]["text"]["vocab_size"]
+            self._decoder = self.backend.decoder("decode", self._kv_specs, (1, vocab))
+        return self._decoder
 
     # -- generation -----------------------------------------------------------
     def generate(self, image, prompt: str, max_new_tokens: int = 32, sampling: SamplingConfig = SamplingConfig(),
@@ -134,24 +130,20 @@ class Engine:
         t0 = time.perf_counter()
         out = self.backend.run(f"prefill_{bucket}", {"image_embeds": image_embeds, "tokens": tokens,
                                                      "valid_len": np.array([valid], np.int32)})
-        cache = self.new_cache()
-        for name, buf in cache.items():
-            new = out[f"new_{name}"]
-            buf[:, :, :new.shape[2]] = new
+        decoder = self.decoder()
+        decoder.write(out, 0)
         logits = out["logits"]
         timings.prefill_ms = (time.perf_counter() - t0) * 1000
 
-        generated, stop = self._decode(logits, cache, valid, max_new_tokens, sampling, on_token, timings)
+        generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings)
         text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
         return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
                       objects=self.parse(text, size), timings=timings)
 
-    def _decode(self, logits, cache, pos, max_new_tokens, sampling, on_token, timings):
+    def _decode(self, logits, decoder, pos, max_new_tokens, sampling, on_token, timings):
         """The token loop on the static cache; stops at eos, the token budget, or capacity."""
         rng = new_rng(sampling)
         eos = self.tokenizer.eos_id
-        token, position, step_out = self._step_buffers
-        feeds = {"token": token, "pos": position, **cache}
         generated: list[int] = []
         t0 = time.perf_counter()
         stop = "max_new_tokens"
@@ -168,11 +160,7 @@ class Engine:
             if pos >= self.max_len:
                 stop = "cache_full"
                 break
-            token[0], position[0] = tok, pos
-            self.backend.run_bound("decode", feeds, step_out)
-            for name, buf in cache.items():
-                buf[:, :, pos] = step_out[f"new_{name}"][:, :, 0]
-            logits = step_out["logits"]
+            logits = decoder.step(tok, pos)
             pos += 1
             timings.decode_tokens += 1
         timings.decode_ms = (time.perf_counter() - t0) * 1000

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from pg2edge.export.split import SplitConfig, split_model
 from pg2edge.export.tflite import TFLiteExportError, export_tflite, float_tflite, read_weight_dtypes
@@ -51,8 +52,6 @@ def exported(parts, tiny_params, tmp_path_factory):
 
 
 def _runner(info):
-    from ai_edge_litert.interpreter import Interpreter
-
     return Interpreter(model_path=str(info.path)).get_signature_runner(info.signature)
 
 
@@ -113,8 +112,6 @@ def _assert_reference_weights(info, params):
 def test_signature_is_the_part(exported, parts):
     for part in parts:
         info = exported["f32"][part.name]
-        from ai_edge_litert.interpreter import Interpreter
-
         sigs = Interpreter(model_path=str(info.path)).get_signature_list()
         assert list(sigs) == [part.name]
         assert sorted(sigs[part.name]["inputs"]) == sorted(s.name for s in part.inputs)
@@ -163,7 +160,7 @@ def test_int8_greedy_stream_equals_fake_quant_generate(exported, parts, tiny_cfg
     assert ours == ref.tokens[0]
 
 
-def test_int4_blockwise_weights_are_the_reference(exported, parts, tiny_params, tiny_cfg):
+def test_int4_blockwise_weights_are_the_reference(exported, tiny_params):
     """Block-wise int4 codes and float16 scales are exactly the reference's; sizes shrink."""
     infos = exported["int4"]
     for info in infos.values():
