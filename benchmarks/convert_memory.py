@@ -22,7 +22,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path) -> dict:
+def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path, keep: bool = False) -> dict:
     """One conversion in a child process: peak RSS (GB), seconds, bundle size, exit status."""
     out = workdir / f"{size}-{res}-{fmt}-{quant}"
     cmd = [sys.executable, "-m", "pg2edge.cli", "convert", "--size", size, "--res", str(res), "--random-init",
@@ -37,7 +37,8 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
            "bundle_gb": sum(p.stat().st_size for p in files) / 1e9, "command": " ".join(cmd[2:])}
     if proc.returncode != 0:
         row["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     return row
 
 

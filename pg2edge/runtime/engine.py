@@ -113,8 +113,11 @@ class Engine:
 
     # -- generation -----------------------------------------------------------
     def generate(self, image, prompt: str, max_new_tokens: int = 32, sampling: SamplingConfig = SamplingConfig(),
-                 on_token: Callable[[int, str], None] | None = None) -> Result:
-        """Caption / answer / detect / segment one image; `on_token(id, piece)` streams tokens."""
+                 on_token: Callable[[int, str], None] | None = None, stop_at_eos: bool = True) -> Result:
+        """Caption / answer / detect / segment one image; `on_token(id, piece)` streams tokens.
+
+        `stop_at_eos=False` decodes exactly `max_new_tokens` (benchmarks on random weights).
+        """
         ids = self.prompt_ids(prompt)
         pixels, size = self.pixels(image)
         timings = Timings()
@@ -135,15 +138,15 @@ class Engine:
         logits = out["logits"]
         timings.prefill_ms = (time.perf_counter() - t0) * 1000
 
-        generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings)
+        generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings,
+                                       self.tokenizer.eos_id if stop_at_eos else None)
         text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
         return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
                       objects=self.parse(text, size), timings=timings)
 
-    def _decode(self, logits, decoder, pos, max_new_tokens, sampling, on_token, timings):
+    def _decode(self, logits, decoder, pos, max_new_tokens, sampling, on_token, timings, eos):
         """The token loop on the static cache; stops at eos, the token budget, or capacity."""
         rng = new_rng(sampling)
-        eos = self.tokenizer.eos_id
         generated: list[int] = []
         t0 = time.perf_counter()
         stop = "max_new_tokens"

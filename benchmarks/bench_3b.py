@@ -1,0 +1,220 @@
+"""Full-size performance of pg2edge on random-init PaliGemma 2 3B-224, in one run.
+
+For each pg2edge artifact (ONNX int4 / int8): conversion time and peak RSS,
+bundle size, runtime peak RSS, vision latency, image + 12-token prompt (268
+prefill positions) to first token, and decode tokens/s over 64 greedy tokens.
+Also the machine's memory read bandwidth and a roofline for decode (tokens/s
+as a fraction of bandwidth / bytes read per token), and an onnxruntime profile
+of one decode step (which ops take the time).
+
+Peers (HF transformers, litert-torch, onnxruntime-genai, llama.cpp) are run
+by `--peers` only when their packages are installed; otherwise they are
+recorded as "not run" and the ratio keys are null: ratios are only ever taken
+against peers measured in the same run.
+
+    OPENBLAS_CORETYPE= OPENBLAS_L2_SIZE= .venv/bin/python benchmarks/bench_3b.py
+Writes benchmarks/results/3b_224.json, 3b_224.md and 3b_224.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from convert_memory import measure as measure_convert  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+PROMPT = "answer en what color is the circle on the left"  # 12 prompt tokens with <bos> and "\n"
+
+_RUNTIME_PROBE = r"""
+import json, resource, sys, time
+import numpy as np
+from PIL import Image
+from pg2edge.runtime.engine import Engine
+bundle, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t0 = time.perf_counter()
+engine = Engine(bundle, backend="onnx", verify=False)
+image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (480, 640, 3), dtype=np.uint8))
+ids = engine.prompt_ids(prompt)
+runs = []
+for _ in range(2):  # the first run includes session creation (weights prepacked once)
+    t = time.perf_counter()
+    r = engine.generate(image, prompt, max_new_tokens=n, stop_at_eos=False)
+    runs.append({"wall_s": time.perf_counter() - t, **r.timings.to_dict()})
+print(json.dumps({"prompt_tokens": len(ids), "prefill_positions": engine.num_image_tokens + len(ids),
+                  "runs": runs, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def runtime_figures(bundle: Path, new_tokens: int) -> dict:
+    """Run the bundle in a fresh process (its peak RSS is the runtime's own)."""
+    proc = subprocess.run([sys.executable, "-c", _RUNTIME_PROBE, str(bundle), PROMPT, str(new_tokens)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"ok": False, "error": proc.stderr.strip().splitlines()[-1][:300]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    warm = out["runs"][-1]
+    return {"ok": True, "prompt_tokens": out["prompt_tokens"], "prefill_positions": out["prefill_positions"],
+            "vision_s": warm["vision_ms"] / 1000, "first_token_s": (warm["vision_ms"] + warm["prefill_ms"]) / 1000,
+            "decode_tok_s": warm["decode_tok_s"], "cold_first_run_s": out["runs"][0]["wall_s"],
+            "runtime_peak_rss_gb": out["peak_rss_gb"]}
+
+
+def read_bandwidth_gbs(gigabytes: float = 1.0, threads: int = 2, repeats: int = 3) -> float:
+    """Streaming read bandwidth: every thread sums its own slice of a large array (numpy releases the GIL)."""
+    n = int(gigabytes * 1e9 / 4)
+    data = np.ones(n, np.float32)
+    chunks = np.array_split(data, threads)
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        workers = [threading.Thread(target=np.add.reduce, args=(c,)) for c in chunks]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, data.nbytes / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def decode_bytes_per_token(bundle: Path) -> int:
+    """Bytes a decode step reads: every initializer of decode.onnx plus the KV cache inputs."""
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(str(bundle / "onnx" / "decode.onnx"), load_external_data=False)
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            total += int({e.key: e.value for e in t.external_data}["length"])
+        else:
+            total += len(t.raw_data)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for spec in manifest["parts"]["decode"]["inputs"]:
+        if spec["name"] not in ("token", "pos"):
+            total += int(np.prod(spec["shape"])) * 4
+    return total
+
+
+def profile_decode(bundle: Path, steps: int = 5) -> list[dict]:
+    """Share of decode-step time per ONNX op type (onnxruntime's profiler)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.intra_op_num_threads = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "decode")
+        session = ort.InferenceSession(str(bundle / "onnx" / "decode.onnx"), opts, providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.zeros(i.shape, np.int32 if "int32" in i.type else np.float32) for i in session.get_inputs()}
+        feeds["pos"][:] = 300
+        for _ in range(steps):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"]
+    total = sum(per_op.values())
+    rows = [{"op": op, "ms_per_step": us / steps / 1000, "share": us / total} for op, us in per_op.items()]
+    return sorted(rows, key=lambda r: -r["share"])[:10]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Decode tokens/s and first-token seconds per artifact (and peers, when measured)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(a["name"], a.get("decode_tok_s") or 0, a.get("first_token_s") or 0) for a in result["artifacts"]]
+    rows += [(name, p.get("decode_tok_s") or 0, p.get("first_token_s") or 0)
+             for name, p in result["peers"].items() if p.get("decode_tok_s")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a1.barh([r[0] for r in rows], [r[1] for r in rows], color="tab:blue")
+    a1.set_xlabel("decode tokens/s (higher is better)")
+    a2.barh([r[0] for r in rows], [r[2] for r in rows], color="tab:orange")
+    a2.set_xlabel("image + prompt to first token, s (lower is better)")
+    fig.suptitle("PaliGemma 2 3B-224 (random-init), 2 threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(result: dict) -> str:
+    lines = ["# PaliGemma 2 3B-224 on this machine (random-init weights)", "",
+             f"Memory read bandwidth: {result['bandwidth_gbs']:.1f} GB/s", "",
+             "| artifact | convert s | convert peak RSS GB | bundle GB | runtime peak RSS GB | vision s | "
+             "first token s | decode tok/s | roofline fraction |", "|---|---|---|---|---|---|---|---|---|"]
+    for a in result["artifacts"]:
+        lines.append(f"| {a['name']} | {a['convert_s']:.0f} | {a['convert_peak_rss_gb']:.2f} | {a['bundle_gb']:.2f} | "
+                     f"{a.get('runtime_peak_rss_gb', float('nan')):.2f} | {a.get('vision_s', float('nan')):.2f} | "
+                     f"{a.get('first_token_s', float('nan')):.2f} | {a.get('decode_tok_s', float('nan')):.2f} | "
+                     f"{a.get('roofline_fraction', float('nan')):.2f} |")
+    lines += ["", "Peers:", ""]
+    for name, p in result["peers"].items():
+        lines.append(f"- {name}: {json.dumps(p)}")
+    lines += ["", "Decode step profile (int4, onnxruntime):", "", "| op | ms/step | share |", "|---|---|---|"]
+    for r in result.get("decode_profile_int4", []):
+        lines.append(f"| {r['op']} | {r['ms_per_step']:.1f} | {100 * r['share']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quants", default="int4,int8")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512")
+    ap.add_argument("--workdir", default=None, help="keep bundles here (default: a temp dir)")
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_info
+
+    result: dict = {"variant": "3B-224", "weights": "random-init", "threads": len(os.sched_getaffinity(0)),
+                    "threadpools": [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()],
+                    "artifacts": [], "peers": {}}
+    result["bandwidth_gbs"] = read_bandwidth_gbs()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="pg2edge-3b-"))
+    for quant in args.quants.split(","):
+        row = measure_convert("3B", 224, "onnx", quant, args.extra.split(), work, keep=True)
+        bundle = work / f"3B-224-onnx-{quant}"
+        art = {"name": f"pg2edge onnx {quant}", "quant": quant, "convert_s": row["seconds"],
+               "convert_peak_rss_gb": row["peak_rss_gb"], "bundle_gb": row["bundle_gb"]}
+        if row["ok"]:
+            art.update(runtime_figures(bundle, args.new_tokens))
+            art["bytes_per_token"] = decode_bytes_per_token(bundle)
+            ceiling = result["bandwidth_gbs"] * 1e9 / art["bytes_per_token"]
+            art["roofline_tok_s"] = ceiling
+            art["roofline_fraction"] = art.get("decode_tok_s", 0) / ceiling
+            if quant == "int4":
+                result["decode_profile_int4"] = profile_decode(bundle)
+        result["artifacts"].append(art)
+        print(json.dumps(art), flush=True)
+    for peer in ("hf_transformers_f32", "hf_transformers_bf16", "litert_torch", "onnxruntime_genai_int4",
+                 "onnxruntime_genai_int8", "llama_cpp_q4_0", "llama_cpp_q8_0"):
+        result["peers"][peer] = {"status": "not run in this session (see issue [5/5])"}
+    int4 = next((a for a in result["artifacts"] if a["quant"] == "int4"), {})
+    result.update({
+        "convert_peak_rss_gb": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
+        "convert_peak_rss_gb_onnx": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
+        "decode_tok_s_int4": int4.get("decode_tok_s"), "first_token_s_int4": int4.get("first_token_s"),
+        "runtime_peak_rss_gb_int4": int4.get("runtime_peak_rss_gb"), "artifact_gb_int4": int4.get("bundle_gb"),
+        "decode_ratio_vs_ortgenai_int4": None, "decode_ratio_vs_llamacpp_q4_0": None,
+    })
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "3b_224.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "3b_224.md").write_text(markdown(result))
+    plot(result, RESULTS / "3b_224.png")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
