@@ -43,7 +43,8 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| variant | format | quant | ok | peak RSS (GB) | seconds | bundle (GB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | format | quant | ok | peak RSS (GB) | seconds | bundle (GB) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']}-{r['res']} | {r['format']} | {r['quant']} | {'yes' if r['ok'] else 'no'} | "
                      f"{r['peak_rss_gb']:.2f} | {r['seconds']:.0f} | {r['bundle_gb']:.2f} |")

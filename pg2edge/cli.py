@@ -115,7 +115,8 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
     from pg2edge.export.convert import convert as run_convert
 
     opts = ConvertOptions(size=size, res=res, checkpoint=checkpoint, random_init=random_init, seed=seed,
-                          tokenizer=tokenizer, vae=vae, formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+                          tokenizer=tokenizer, vae=vae,
+                          formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                           quant=quant, block=block, accuracy_level=accuracy_level, max_len=max_len,
                           prefill=prefill, out=out, force=force,
                           report=report)

@@ -54,7 +54,8 @@ class ConvertOptions:
             raise ConfigError("give exactly one of --checkpoint PATH or --random-init")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
-            raise ConfigError(f"unknown format {','.join(bad) or '(none)'}: expected a comma list of {', '.join(FORMATS)}")
+            raise ConfigError(f"unknown format {','.join(bad) or '(none)'}: "
+                              f"expected a comma list of {', '.join(FORMATS)}")
         if self.quant not in QUANTS:
             raise ConfigError(f"unknown quant {self.quant!r}: expected one of {', '.join(QUANTS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):

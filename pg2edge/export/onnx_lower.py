@@ -10,153 +10,17 @@ quantized kernel such as `MatMulNBits`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Protocol
+from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import numpy as np
 from jax.extend import core as jcore
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from pg2edge.checkpoint.lazy import Lazy, LazyStack
-
-NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int32): TensorProto.INT32,
-              np.dtype(np.int64): TensorProto.INT64, np.dtype(np.bool_): TensorProto.BOOL,
-              np.dtype(np.float16): TensorProto.FLOAT16, np.dtype(np.uint8): TensorProto.UINT8,
-              np.dtype(np.int8): TensorProto.INT8}
-
-
-@dataclass(frozen=True)
-class Const:
-    """A folded value (numpy, or `Lazy` until its bytes are needed).
-
-    `param` names the weight it came from; `path` is that weight plus the shape
-    ops applied to it (slice of layer 3, transpose, ...): the same path in two
-    parts of a bundle is the same tensor, which is how weights are shared.
-    """
-
-    value: np.ndarray | Lazy
-    param: str | None = None
-    path: tuple | None = None
-
-    def array(self) -> np.ndarray:
-        """The values (reads or generates a lazy weight)."""
-        return self.value.materialize() if isinstance(self.value, Lazy) else np.asarray(self.value)
-
-
-@dataclass(frozen=True)
-class Dyn:
-    """A runtime value: the name of an ONNX tensor, its static shape and dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-
-class WeightSink(Protocol):
-    """Emits `x @ w` where `w` [K, N] is a constant weight (float or quantized)."""
-
-    def matmul(self, g: "GraphBuilder", x: Dyn, w_kn: Lazy, param: str | None, key: tuple | None) -> str: ...
-
-    def fuse_key(self, w_kn: Lazy, param: str | None) -> object:
-        """Matmuls on the same input with equal fuse keys may share one kernel call."""
-
-    def gather(self, g: "GraphBuilder", table: Const, ids: Dyn) -> str: ...
-
-
-class WeightFile:
-    """One raw weights file shared by every ONNX part of a bundle (external data).
-
-    Each distinct weight is written once, aligned, and referenced by offset, so
-    the prefill buckets and the decode graph do not each carry a copy, and the
-    converter never holds more than the tensor it is writing.
-    """
-
-    ALIGN = 4096
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._f = open(self.path, "wb")
-        self._index: dict = {}
-        self.meta: dict = {}  # per key: facts a sink needs to reference a stored weight (e.g. block size)
-
-    def __contains__(self, key) -> bool:
-        return key in self._index
-
-    def close(self) -> None:
-        self._f.close()
-
-    def tensor(self, name: str, value: np.ndarray | None, key=None) -> TensorProto:
-        """An initializer whose data lives in this file (written now unless `key` was seen).
-
-        `value` may be None when `key` is already stored: callers skip recomputing it.
-        """
-        if key is None or key not in self._index:
-            value = np.ascontiguousarray(value)
-            offset = -self._f.tell() % self.ALIGN + self._f.tell()
-            self._f.seek(offset)
-            self._f.write(value.data)
-            entry = (offset, value.nbytes, value.dtype, value.shape)
-            if key is not None:
-                self._index[key] = entry
-        else:
-            entry = self._index[key]
-        t = TensorProto(name=name, data_type=NP_TO_ONNX[np.dtype(entry[2])], dims=list(entry[3]))
-        t.data_location = TensorProto.EXTERNAL
-        for k, v in (("location", self.path.name), ("offset", str(entry[0])), ("length", str(entry[1]))):
-            t.external_data.add(key=k, value=v)
-        return t
-
-
-def weight_key(c: Const, *extra) -> tuple | None:
-    """Identity of a weight across the parts of one convert (None: not shareable)."""
-    return None if c.path is None else (c.path, *extra)
-
-
-@dataclass
-class GraphBuilder:
-    """Accumulates nodes and initializers with unique names; big constants go to `weights`."""
-
-    weights: WeightFile | None = None
-    nodes: list = field(default_factory=list)
-    initializers: list = field(default_factory=list)
-    inline_bytes: int = 4096
-    memo: dict = field(default_factory=dict)  # per-graph: weights already emitted, by key
-    _count: int = 0
-
-    def fresh(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def const(self, value: np.ndarray, hint: str = "const", key=None) -> str:
-        """An initializer; `key` identifies a weight shared with other parts of the bundle."""
-        name = self.fresh(hint.replace("/", "."))
-        if value is None:  # already in the shared weights file under `key`
-            self.initializers.append(self.weights.tensor(name, None, key))
-            return name
-        value = np.asarray(value)
-        if self.weights is not None and (key is not None or value.nbytes > self.inline_bytes):
-            self.initializers.append(self.weights.tensor(name, value, key))
-        else:
-            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, domain: str = "", **attrs) -> str:
-        out = self.fresh(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], domain=domain or None, **attrs))
-        return out
-
-    def shape_const(self, shape) -> str:
-        return self.const(np.asarray(shape, np.int64), "shape")
-
-    def reshape(self, x: str, shape) -> str:
-        return self.op("Reshape", [x, self.shape_const(shape)])
-
-    def transpose(self, x: str, perm) -> str:
-        perm = list(perm)
-        return x if perm == sorted(perm) else self.op("Transpose", [x], perm=perm)
-
+from pg2edge.export.onnx_graph import (NP_TO_ONNX, Const, Dyn, GraphBuilder, WeightFile,  # noqa: F401 (re-exported)
+                                       WeightSink, weight_key)
 
 _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
                 "exp": "Exp", "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sqrt": "Sqrt", "neg": "Neg",

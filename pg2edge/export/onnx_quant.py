@@ -8,7 +8,6 @@ not quantized again.
 
 from __future__ import annotations
 
-import numpy as np
 from pg2edge.checkpoint.lazy import Lazy
 from pg2edge.export.onnx_export import FloatWeights
 from pg2edge.export.onnx_lower import Const, Dyn, GraphBuilder, weight_key

@@ -194,7 +194,7 @@ def test_bad_dtype_request():
 
 def test_member_shorter_than_its_header_fails_at_open(tmp_path):
     """load_checkpoint finds this only when it reads the member; lazy_checkpoint, from the sizes, up front."""
-    cfg, params = get_config("tiny"), random_params(get_config("tiny"), 0)
+    params = random_params(get_config("tiny"), 0)
     path = write_npz(tmp_path / "short.npz", params)
     with zipfile.ZipFile(path) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}

@@ -1,0 +1,122 @@
+"""Write the whole suite: PNGs, train/val/test JSONL and meta.json, byte-identical for the same seed.
+
+The directory is staged next to `--out` and renamed into place at the end (the
+bundle writer's `staging_dir`), so a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL
+
+from pg2edge.export.bundle import staging_dir
+from pg2edge.postprocess import LOC_DENOMINATOR
+from pg2edge.tasks.errors import DataError
+from pg2edge.tasks.generate import PNG_COMPRESS_LEVEL, TEXT_FRACTION, generate_image
+from pg2edge.tasks.targets import Target
+from pg2edge.tasks.vocab import SUITE_WORDS
+
+GENERATOR_VERSION = 1  # bump whenever the same seed would give different files
+SPLITS = ("train", "val", "test")
+HELD_OUT_FRACTION = 0.1  # each of val and test; train gets the rest
+IMAGE_DIR = "images"
+META = "meta.json"
+TOKENIZER_VOCAB = 2048
+MIN_RES, MAX_RES = 56, 1024
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """How many images, from which seed, at which resolution."""
+
+    n: int
+    seed: int = 0
+    res: int = 224
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise DataError(f"n: expected a positive number of images, found {self.n!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"seed: expected an integer >= 0, found {self.seed!r}")
+        if not isinstance(self.res, int) or not MIN_RES <= self.res <= MAX_RES:
+            raise DataError(f"res: expected an integer in [{MIN_RES}, {MAX_RES}], found {self.res!r}")
+
+
+@dataclass(frozen=True)
+class SuiteSummary:
+    """What was written: per-split image and example counts, per-task example counts."""
+
+    out: Path
+    images: dict[str, int]
+    examples: dict[str, int]
+    tasks: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def assign_splits(n: int, seed: int) -> tuple[str, ...]:
+    """Split name of each image: a seeded permutation, 10% val, 10% test (rounded half up), rest train."""
+    held = int(n * HELD_OUT_FRACTION + 0.5)
+    order = np.random.default_rng([seed, n, 0x5B17]).permutation(n)
+    names = np.empty(n, dtype=object)
+    names[order[:held]] = "val"
+    names[order[held:2 * held]] = "test"
+    names[order[2 * held:]] = "train"
+    return tuple(str(v) for v in names)
+
+
+def image_name(index: int) -> str:
+    """Path of image `index` relative to the suite directory (where the JSONL files live)."""
+    return f"{IMAGE_DIR}/{index:06d}.png"
+
+
+def example_line(image: str, target: Target) -> str:
+    """One JSONL line; `task` is extra to the training contract (image, prefix, suffix) for per-task metrics."""
+    row = {"image": image, "prefix": target.prefix, "suffix": target.suffix, "task": target.task}
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+
+
+def _meta(cfg: SuiteConfig, images: Counter, examples: Counter, tasks: Counter) -> dict:
+    """meta.json: everything that determines the files, and what they hold; no timestamps."""
+    return {
+        "generator": "pg2edge.tasks", "generator_version": GENERATOR_VERSION, "pillow_version": PIL.__version__,
+        "seed": cfg.seed, "res": cfg.res, "n_images": cfg.n,
+        "images": {s: images[s] for s in SPLITS}, "examples": {s: examples[s] for s in SPLITS},
+        "tasks": dict(sorted(tasks.items())), "text_fraction": TEXT_FRACTION,
+        "png_compress_level": PNG_COMPRESS_LEVEL, "loc_denominator": LOC_DENOMINATOR,
+        "box_order": "y0 x0 y1 x1", "seg_encoder": "stand-in: code = 16 * round(7 * coverage) + cell, 4x4 cells",
+        "tokenizer": {"vocab_size": TOKENIZER_VOCAB, "extra_words": list(SUITE_WORDS)},
+    }
+
+
+def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False) -> SuiteSummary:
+    """Generate `cfg.n` images and their examples into `out` (refused if it exists, unless `force`)."""
+    start = time.perf_counter()
+    out = Path(out)
+    splits = assign_splits(cfg.n, cfg.seed)
+    images, examples, tasks = Counter(), Counter(), Counter()
+    with staging_dir(out, force) as tmp:
+        (tmp / IMAGE_DIR).mkdir()
+        files = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") for s in SPLITS}
+        try:
+            for index, split in enumerate(splits):
+                image = generate_image(cfg.seed, index, cfg.res)
+                name = image_name(index)
+                (tmp / name).write_bytes(image.png)
+                for target in image.targets:
+                    files[split].write(example_line(name, target) + "\n")
+                    tasks[target.task] += 1
+                images[split] += 1
+                examples[split] += len(image.targets)
+        finally:
+            for f in files.values():
+                f.close()
+        meta = _meta(cfg, images, examples, tasks)
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return SuiteSummary(out, {s: images[s] for s in SPLITS}, {s: examples[s] for s in SPLITS},
+                        dict(sorted(tasks.items())), time.perf_counter() - start)

@@ -1,0 +1,155 @@
+"""Examples -> fixed-shape numpy batches: texts encoded once, images decoded per batch, order fixed by the seed.
+
+The example stream is an endless concatenation of per-epoch permutations,
+each drawn from `(seed, epoch)`, so the batch of any step is a pure function
+of (seed, step) and a resumed run continues the exact data order from the
+step alone. A train batch is a dict of arrays with leading axes
+[accum, batch]; in a multi-host run each host decodes only its own rows
+(`host_rows`) and `sharding.put_batch` assembles the global array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pg2edge.config import ModelConfig
+from pg2edge.errors import ImageError
+from pg2edge.preprocess import original_size, preprocess
+from pg2edge.tokenizer import Tokenizer
+from pg2edge.train.jsonl import DataError, Example, read_examples
+
+Batch = dict[str, np.ndarray]  # pixels [K,B,R,R,3], tokens/mask_ar/mask_loss/input_mask [K,B,T], weight [K,B]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Every example's encoded text (fixed length T) and image path; pixels are decoded per batch."""
+
+    source: Path
+    images: tuple[Path, ...]
+    tokens: np.ndarray  # int32 [N, T]
+    mask_ar: np.ndarray  # int32 [N, T]: 0 prefix, 1 suffix
+    mask_loss: np.ndarray  # int32 [N, T]: 1 on target tokens
+    input_mask: np.ndarray  # int32 [N, T]: 0 on padding
+    truncated: int  # examples that lost target tokens to --max-text-len
+    skipped: tuple[str, ...]  # one error line per bad JSONL line dropped under --skip-bad
+    fingerprint: str  # sha256 of the JSONL bytes: a resumed run must train on the same file
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def encode_text(tok: Tokenizer, prefix: str, suffix: str, length: int) -> tuple[np.ndarray, ...]:
+    """(tokens, mask_ar, mask_loss, input_mask), each int32 [length]: truncated at the end, zero-padded."""
+    prompt = tok.encode_prompt(prefix, suffix)
+    n = min(len(prompt), length)
+    out = tuple(np.zeros(length, np.int32) for _ in range(4))
+    out[0][:n], out[1][:n], out[2][:n] = prompt.tokens[:n], prompt.mask_ar[:n], prompt.mask_loss[:n]
+    out[3][:n] = 1
+    return out
+
+
+def _readable(ex: Example, source: Path) -> Example:
+    """Read the image header now, so a corrupt image fails at load with its JSONL line, not mid-run."""
+    try:
+        original_size(ex.image)
+    except ImageError as e:
+        raise DataError(f"{source}:{ex.line}: {e}") from None
+    return ex
+
+
+def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False) -> Dataset:
+    """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`)."""
+    path = Path(path)
+    skipped: list[str] = []
+    examples = []
+    for ex in read_examples(path, skip_bad=skip_bad, skipped=skipped):
+        try:
+            examples.append(_readable(ex, path))
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append(str(e))
+    if not examples:
+        raise DataError(f"{path}: no usable examples ({len(skipped)} bad lines skipped)")
+    cols = list(zip(*(encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples)))
+    tokens, mask_ar, mask_loss, input_mask = (np.stack(c) for c in cols)
+    full_targets = [int(np.sum(tok.encode_prompt(ex.prefix, ex.suffix).mask_loss)) for ex in examples]
+    truncated = int(np.sum(np.asarray(full_targets) > mask_loss.sum(axis=1)))
+    return Dataset(source=path, images=tuple(ex.image for ex in examples), tokens=tokens, mask_ar=mask_ar,
+                   mask_loss=mask_loss, input_mask=input_mask, truncated=truncated, skipped=tuple(skipped),
+                   fingerprint=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of epoch `epoch`: independent of every other epoch, identical on every host and rerun."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def stream_indices(seed: int, n: int, start: int, count: int) -> np.ndarray:
+    """Example indices at stream positions [start, start + count) of the endless shuffled stream."""
+    positions = np.arange(start, start + count)
+    epochs, offsets = positions // n, positions % n
+    out = np.empty(count, np.int64)
+    for epoch in np.unique(epochs):
+        sel = epochs == epoch
+        out[sel] = epoch_permutation(seed, int(epoch), n)[offsets[sel]]
+    return out
+
+
+def host_rows(indices_kb: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+    """This host's contiguous block of each micro-batch (the rows its devices hold under the batch sharding)."""
+    rows = indices_kb.shape[1] // process_count
+    return indices_kb[:, process_index * rows:(process_index + 1) * rows]
+
+
+def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.ndarray | None = None) -> Batch:
+    """Decode the images and pick the encoded texts of `indices` [K, B] into one batch."""
+    flat = indices_kb.reshape(-1)
+    pixels = np.stack([preprocess(ds.images[i], cfg.resolution, cfg.resize_filter) for i in flat])
+    shape = indices_kb.shape
+    batch = {name: getattr(ds, name)[flat].reshape(shape + (-1,))
+             for name in ("tokens", "mask_ar", "mask_loss", "input_mask")}
+    batch["pixels"] = pixels.reshape(shape + pixels.shape[1:])
+    batch["weight"] = np.ones(shape, np.float32) if weight_kb is None else weight_kb.astype(np.float32)
+    return batch
+
+
+def step_indices(ds: Dataset, seed: int, step: int, batch: int, accum: int) -> np.ndarray:
+    """Example indices [accum, batch] of optimizer step `step` (0-based)."""
+    per_step = batch * accum
+    return stream_indices(seed, len(ds), step * per_step, per_step).reshape(accum, batch)
+
+
+def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
+    """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs."""
+    def load(step: int) -> Batch:
+        idx = host_rows(step_indices(ds, seed, step, batch, accum), process_index, process_count)
+        return gather(ds, cfg, idx)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-data") as pool:
+        pending = pool.submit(load, start_step)
+        step = start_step
+        while True:
+            step += 1
+            ready, pending = pending, pool.submit(load, step)
+            yield ready.result()
+
+
+def eval_batches(ds: Dataset, cfg: ModelConfig, batch: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[Batch]:
+    """The whole dataset once, in order, as [1, batch] batches; the last is padded with weight-0 rows."""
+    for start in range(0, len(ds), batch):
+        idx = np.arange(start, start + batch)
+        weight = (idx < len(ds)).astype(np.float32)
+        idx = np.where(idx < len(ds), idx, 0)[None]
+        yield gather(ds, cfg, host_rows(idx, process_index, process_count),
+                     host_rows(weight[None], process_index, process_count))

@@ -1,0 +1,45 @@
+"""Next-token loss on the suffix only, normalized per example (big_vision's transfer convention).
+
+Each example's summed target NLL is divided by its own target count before
+the batch mean, so a long answer does not outweigh a short one; an example
+whose targets were all truncated away contributes 0 but still counts in the
+mean, as in big_vision. Rows with weight 0 (eval padding) count nowhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def token_stats(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per example: (summed target NLL, correct argmax count, target count), each f32 [B].
+
+    Position t predicts token t + 1, so logits drop the last position and
+    targets/masks drop the first.
+    """
+    logits = logits_btv[:, :-1].astype(jnp.float32)
+    targets = tokens_bt[:, 1:]
+    mask = mask_loss_bt[:, 1:].astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    return jnp.sum(nll * mask, axis=1), jnp.sum(correct * mask, axis=1), jnp.sum(mask, axis=1)
+
+
+def example_losses(nll_b: jax.Array, count_b: jax.Array) -> jax.Array:
+    """Each example's mean target NLL (0 when it has no targets)."""
+    return nll_b / jnp.maximum(count_b, 1.0)
+
+
+def batch_loss(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.Array, weight_b: jax.Array
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The weighted mean of per-example losses, and summed stats that aggregate exactly across batches."""
+    nll, correct, count = token_stats(logits_btv, tokens_bt, mask_loss_bt)
+    per_example = example_losses(nll, count) * weight_b
+    examples = jnp.sum(weight_b)
+    loss = jnp.sum(per_example) / jnp.maximum(examples, 1.0)
+    sums = {"loss_sum": jnp.sum(per_example), "examples": examples,
+            "correct": jnp.sum(correct * weight_b), "tokens": jnp.sum(count * weight_b)}
+    return loss, sums

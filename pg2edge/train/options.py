@@ -1,0 +1,93 @@
+"""Everything `pg2edge finetune` takes, as one frozen dataclass checked before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from pg2edge.config import ConfigError
+
+DTYPES = ("f32", "bf16")
+TRAINABLE = ("all", "attn", "lora")
+QAT_RECIPES = ("int4", "int8", "mixed")
+# Options that fix the state's tree structure or the data order: a resumed run must repeat them.
+RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
+               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """A fine-tuning run: source weights, data, schedule, what trains, and where it all goes."""
+
+    data: Path
+    out: Path
+    steps: int
+    batch: int  # examples per micro-batch; one optimizer step sees batch * accum
+    checkpoint: Path | None = None
+    size: str | None = None
+    res: int | None = None
+    random_init: bool = False
+    tokenizer: Path | None = None
+    lr: float = 1e-3
+    warmup: float = 0.1  # fraction of `steps` spent in linear warmup
+    weight_decay: float = 0.0
+    accum: int = 1
+    dtype: str = "f32"
+    trainable: str = "all"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    qat: str | None = None
+    qat_block: int = 32
+    eval_every: int = 0
+    eval_data: Path | None = None
+    seed: int = 0
+    max_text_len: int = 64
+    skip_bad: bool = False
+    save_every: int = 500
+    log_every: int = 1
+    fsdp: int | None = None  # devices per FSDP group; None = the local device count
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad option."""
+        if (self.checkpoint is None) == (not self.random_init):
+            raise ConfigError("give exactly one of --checkpoint PATH or --size S --random-init")
+        if self.random_init and self.size is None:
+            raise ConfigError("--random-init needs --size")
+        for name in ("steps", "batch", "accum", "max_text_len", "log_every", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, found {getattr(self, name)}")
+        for name in ("eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, found {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, found {self.lr}")
+        if not 0 <= self.warmup <= 1:
+            raise ConfigError(f"--warmup is a fraction of --steps in [0, 1], found {self.warmup}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--wd must be >= 0, found {self.weight_decay}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"--trainable {self.trainable!r}: expected one of {', '.join(TRAINABLE)}")
+        if self.qat is not None and self.qat not in QAT_RECIPES:
+            raise ConfigError(f"--qat {self.qat!r}: expected one of {', '.join(QAT_RECIPES)}")
+        if self.eval_every and self.eval_data is None:
+            raise ConfigError("--eval-every needs --eval-data")
+        if self.fsdp is not None and self.fsdp < 1:
+            raise ConfigError(f"--fsdp must be >= 1, found {self.fsdp}")
+        if self.max_text_len < 3:
+            raise ConfigError(f"--max-text-len {self.max_text_len} cannot hold bos, a prefix and a target")
+
+    def resume_key(self) -> dict:
+        """The JSON-ready options a resumed run must share with the run that wrote the checkpoint."""
+        return {k: _jsonable(getattr(self, k)) for k in RESUME_KEYS}
+
+    def to_dict(self) -> dict:
+        """All options, JSON-ready (for the checkpoint metadata and logs)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _jsonable(value: object) -> object:
+    """Paths resolved, so `run/x.npz` and `/abs/run/x.npz` compare equal on resume."""
+    return str(Path(value).resolve()) if isinstance(value, Path) else value

@@ -1,0 +1,73 @@
+"""Quantization-aware training: the forward pass sees exactly the weights the int4/int8 export will hold.
+
+`fake_quant_kn` is `quantize.schemes.quantize` + `dequantize` rewritten in
+jnp step for step (f32 scale = max|w| / qmax per output channel and K-block,
+float16 scales rounded up, the same floor on the scale, round-half-even,
+clip), and `fake_quant_tree` applies `quantize.recipes`' own per-weight
+scheme choice (block fallback included) through the same [K, N] views, so a
+QAT model and `pg2edge convert --quant int4` agree bit for bit. Gradients
+pass straight through: `w - sg(w) + sg(fq(w))` is exactly `fq(w)` in the
+forward pass (unlike `w + sg(fq(w) - w)`, which can round) and the identity
+backward.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pg2edge.param_layout import flatten, unflatten
+from pg2edge.quantize.matmul_view import matmul_view
+from pg2edge.quantize.recipes import Recipe
+from pg2edge.quantize.schemes import _MIN_SCALE, Scheme
+from pg2edge.train.views import from_kn, to_kn
+
+
+def _scales(amax: jax.Array, scheme: Scheme) -> jax.Array:
+    """Mirror of `schemes._scales` (float16 scales rounded up so nothing clips)."""
+    scale = amax / jnp.float32(scheme.qmax)
+    if scheme.scale_dtype == "float16":
+        half = scale.astype(jnp.float16)
+        half = jnp.where(half.astype(jnp.float32) < scale, jnp.nextafter(half, jnp.float16(jnp.inf)), half)
+        scale = half.astype(jnp.float32)
+    return jnp.maximum(scale, jnp.float32(_MIN_SCALE[scheme.scale_dtype]))
+
+
+def fake_quant_kn(w_kn: jax.Array, scheme: Scheme) -> jax.Array:
+    """Quantize-dequantize [..., K, N] matmul weights (any lead axes), in f32."""
+    *lead, k, n = w_kn.shape
+    block = scheme.block or k
+    if k % block:
+        raise ValueError(f"K={k} is not divisible by the {scheme.label} block {block}")
+    w_nbk = jnp.swapaxes(w_kn.astype(jnp.float32), -1, -2).reshape(*lead, n, k // block, block)
+    scale = _scales(jnp.max(jnp.abs(w_nbk), axis=-1), scheme)[..., None]
+    q = jnp.clip(jnp.round(w_nbk / scale), -scheme.qmax - 1, scheme.qmax)
+    return jnp.swapaxes((q * scale).reshape(*lead, n, k), -1, -2)
+
+
+def fake_quant_weight(name: str, w: jax.Array, scheme: Scheme) -> jax.Array:
+    """Weight `name` in its stored layout with every matmul it stacks fake-quantized (f32)."""
+    view = matmul_view(name, w.shape)
+    if view is None:
+        raise ValueError(f"{name}: not a matmul weight, cannot quantize it")
+    return from_kn(view, fake_quant_kn(to_kn(view, w), scheme))
+
+
+def straight_through(w: jax.Array, w_hat: jax.Array) -> jax.Array:
+    """Forward value exactly `w_hat`, gradient exactly the identity onto `w`."""
+    return (w - jax.lax.stop_gradient(w)) + jax.lax.stop_gradient(w_hat.astype(w.dtype))
+
+
+def fake_quant_tree(params: dict, recipe: Recipe, ste: bool = False) -> dict:
+    """Mirror of `recipes.fake_quant_params` on a nested tree; `ste` keeps straight-through gradients."""
+    flat = flatten(params)
+    out = {}
+    for name, w in flat.items():
+        scheme = recipe.scheme_for(name, np.shape(w))
+        if scheme is None:
+            out[name] = w
+            continue
+        w_hat = fake_quant_weight(name, w, scheme)
+        out[name] = straight_through(w, w_hat) if ste else w_hat
+    return unflatten(out)
