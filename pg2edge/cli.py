@@ -205,8 +205,24 @@ def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top
         sys.exit(2)
 
 
-for _name, _issue in [("finetune", "[4/5]"),
-                      ("tasks", "[4/5]"), ("eval", "[5/5]"), ("bench", "[5/5]")]:
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="suite directory to create")
+@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="number of images")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--res", type=click.IntRange(56, 1024), default=224, show_default=True, help="image side in pixels")
+@click.option("--force", is_flag=True, help="replace an existing --out")
+@_one_line_errors
+def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
+    """Write the synthetic task suite: PNGs, train/val/test JSONL (prefix -> suffix) and meta.json."""
+    from pg2edge.tasks import SuiteConfig, write_suite
+
+    summary = write_suite(out, SuiteConfig(n=n, seed=seed, res=res), force=force)
+    split_text = ", ".join(f"{s} {summary.images[s]} images / {summary.examples[s]} examples" for s in summary.images)
+    click.echo(f"{out}: {split_text} ({summary.seconds:.1f} s)")
+    click.echo("tasks: " + ", ".join(f"{task} {count}" for task, count in summary.tasks.items()))
+
+
+for _name, _issue in [("finetune", "[4/5]"), ("eval", "[5/5]"), ("bench", "[5/5]")]:
     main.add_command(_planned(_name, _issue))
 
 

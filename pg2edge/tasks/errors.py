@@ -4,4 +4,4 @@ from pg2edge.errors import Pg2EdgeError
 
 
 class DataError(Pg2EdgeError, ValueError):
-    """A task-suite file or one of its lines is unusable; the message names the file (and line)."""
+    """A suite option, file or line is unusable; the message names it (file and line number for a line)."""

@@ -28,22 +28,26 @@ class GeneratedImage:
     targets: tuple[Target, ...]
 
 
-def image_rng(seed: int, index: int) -> np.random.Generator:
-    """Image `index`'s own stream: images do not depend on N, on order, or on each other."""
-    return np.random.default_rng([seed, index])
+def image_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Image `index`'s own streams (content, pixel noise): images do not depend on N, order or each other.
+
+    Content draws do not depend on the resolution, so one seed shows the same scenes and
+    texts at 112 and 224 px (up to pixel rounding).
+    """
+    return np.random.default_rng([seed, index, 0]), np.random.default_rng([seed, index, 1])
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """Deterministic PNG bytes: fixed compression, no timestamps or text chunks."""
     buf = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False)
     return buf.getvalue()
 
 
 def generate_image(seed: int, index: int, res: int) -> GeneratedImage:
     """Image `index` of the suite with this seed at res x res."""
-    rng = image_rng(seed, index)
-    canvas = background(rng, res)
+    rng, noise_rng = image_rngs(seed, index)
+    canvas = background(rng, res, noise_rng)
     if rng.random() < TEXT_FRACTION:
         spec = sample_text(rng)
         pixels = draw_text(canvas, spec, rng)

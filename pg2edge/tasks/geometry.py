@@ -13,7 +13,7 @@ from pg2edge.tasks.vocab import SHAPES
 Point = tuple[float, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Raster:
     """A shape's filled pixels: bool mask [h, w] whose top-left pixel sits at (top, left) in the image."""
 

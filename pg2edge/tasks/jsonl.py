@@ -22,12 +22,16 @@ DEFAULT_MAX_CHARS = 1000
 
 @dataclass(frozen=True)
 class Example:
-    """One training example: image file (resolved against the JSONL's directory), prompt and target."""
+    """One training example: image file (resolved against the JSONL's directory), prompt and target.
+
+    `line` is where it came from, so a later failure (an undecodable image) can name file and line.
+    """
 
     image: Path
     prefix: str
     suffix: str
     task: str | None = None
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def _parse(text: str, lineno: int, base: Path, max_chars: int, exists: dict[Path
         exists[image] = image.is_file()
     if not exists[image]:
         raise _BadLine(f"image {image_rel!r} not found (relative to {base})")
-    return Example(image, prefix, suffix, task)
+    return Example(image, prefix, suffix, task, lineno)
 
 
 def read_examples(path: str | os.PathLike, skip_bad: bool = False,

@@ -99,8 +99,9 @@ def draw_text(canvas_rgb: np.ndarray, spec: TextSpec, rng: np.random.Generator) 
     gap = int(0.25 * max(line_h))
     block_w = max(b[2] - b[0] for b in boxes)
     block_h = sum(line_h) + gap * (len(boxes) - 1)
-    x0 = (res - block_w) // 2 + int(rng.integers(-(res - block_w) // 4, (res - block_w) // 4 + 1))
-    y = (res - block_h) // 2 + int(rng.integers(-(res - block_h) // 4, (res - block_h) // 4 + 1))
+    jitter_x, jitter_y = max(res - block_w, 0) // 4, max(res - block_h, 0) // 4
+    x0 = (res - block_w) // 2 + int(rng.integers(-jitter_x, jitter_x + 1))
+    y = (res - block_h) // 2 + int(rng.integers(-jitter_y, jitter_y + 1))
     draw = ImageDraw.Draw(canvas)
     for line, box, h in zip(spec.lines, boxes, line_h):
         x = x0 + (block_w - (box[2] - box[0])) // 2  # centre each line in the block

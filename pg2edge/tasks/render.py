@@ -24,8 +24,11 @@ class DrawnShape:
     seg_codes: tuple[int, ...]
 
 
-def background(rng: np.random.Generator, res: int) -> np.ndarray:
-    """A solid, gradient or lightly noisy background far (in RGB) from every shape colour: uint8 [R, R, 3]."""
+def background(rng: np.random.Generator, res: int, noise_rng: np.random.Generator) -> np.ndarray:
+    """A solid, gradient or lightly noisy background far (in RGB) from every shape colour: uint8 [R, R, 3].
+
+    Pixel noise comes from its own stream, so `rng` makes the same draws at every resolution.
+    """
     base = np.asarray(BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], np.float32)
     base = base + rng.integers(-8, 9, size=3)
     style = BACKGROUND_STYLES[int(rng.integers(len(BACKGROUND_STYLES)))]
@@ -36,7 +39,7 @@ def background(rng: np.random.Generator, res: int) -> np.ndarray:
         along = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
         img = img + 20.0 * (along / np.sqrt(2.0))[..., None]
     elif style == "noise":
-        img = img + rng.normal(0.0, 4.0, size=(res, res, 1)).astype(np.float32)
+        img = img + noise_rng.normal(0.0, 4.0, size=(res, res, 1)).astype(np.float32)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 

@@ -5,9 +5,11 @@ does not model. This stand-in keeps the target's shape (16 codes in [0, 128)) an
 it learnable and invertible: the box is cut into 4x4 cells (row-major), each cell's
 covered fraction f is quantized to level round(7 f) in 0..7, and cell k gets code
 `16 * level + k`. The 128 codes are thus 8 levels x 16 cells, each code used by one cell
-only. `decode_codes` inverts it to a 64x64 map in [-1, 1] (cell covered more than half
--> positive), the output contract of the real VAE decoder, so `postprocess.attach_masks`
-accepts it. The published `vae-oid.npz` decoder does NOT understand these codes.
+only. `decode_codes` inverts it to a 64x64 map in [-1, 1] (positive where the coverage,
+interpolated between cell centres, exceeds one half), the output contract of the real
+VAE decoder, so `postprocess.attach_masks` accepts it. 16 cells bound the mask IoU of
+perfect codes: ~0.6 for a star, ~0.8-0.9 for triangles, diamonds, circles, 1.0 for
+squares. The published `vae-oid.npz` decoder does NOT understand these codes.
 """
 
 from __future__ import annotations
@@ -47,9 +49,19 @@ def code_levels(codes_n16: np.ndarray) -> np.ndarray:
     return codes // SEG_CODES_PER_OBJECT
 
 
+def _upsample_weights(size: int) -> np.ndarray:
+    """Linear interpolation between cell centres (edges clamped): float64 [size, 4]."""
+    centres = (np.arange(size) + 0.5) * GRID / size - 0.5
+    return np.stack([np.interp(centres, np.arange(GRID), np.eye(GRID)[k]) for k in range(GRID)], axis=1)
+
+
 def decode_codes(codes_n16: np.ndarray) -> np.ndarray:
-    """Stand-in decoder, a drop-in `decode_fn` for `attach_masks`: int [N, 16] -> float32 [N, 64, 64] in [-1, 1]."""
+    """Stand-in decoder, a drop-in `decode_fn` for `attach_masks`: int [N, 16] -> float32 [N, 64, 64] in [-1, 1].
+
+    Coverage is interpolated bilinearly between cell centres, so after the threshold at 0
+    the mask is where interpolated coverage exceeds one half: smoother than blocky cells.
+    """
     coverage = code_levels(codes_n16).reshape(-1, GRID, GRID) / (LEVELS - 1)
-    cell = MASK_SIZE // GRID
-    up = np.repeat(np.repeat(coverage, cell, axis=1), cell, axis=2)
+    w = _upsample_weights(MASK_SIZE)
+    up = np.einsum("ij,njk,lk->nil", w, coverage, w)
     return (2.0 * up - 1.0).astype(np.float32)

@@ -6,6 +6,7 @@ bundle writer's `staging_dir`), so a failed run leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -102,8 +103,9 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False) -> Suite
     images, examples, tasks = Counter(), Counter(), Counter()
     with staging_dir(out, force) as tmp:
         (tmp / IMAGE_DIR).mkdir()
-        files = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") for s in SPLITS}
-        try:
+        with contextlib.ExitStack() as stack:
+            files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "w", encoding="utf-8", newline="\n"))
+                     for s in SPLITS}
             for index, split in enumerate(splits):
                 image = generate_image(cfg.seed, index, cfg.res)
                 name = image_name(index)
@@ -113,9 +115,6 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False) -> Suite
                     tasks[target.task] += 1
                 images[split] += 1
                 examples[split] += len(image.targets)
-        finally:
-            for f in files.values():
-                f.close()
         meta = _meta(cfg, images, examples, tasks)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return SuiteSummary(out, {s: images[s] for s in SPLITS}, {s: examples[s] for s in SPLITS},

@@ -30,7 +30,7 @@ def _pick(rng: np.random.Generator, items: list[str] | tuple[str, ...]) -> str:
 
 
 def caption(shapes: tuple[DrawnShape, ...]) -> str:
-    """ "a big red circle and a small blue square", left to right."""
+    """Every shape as "a <size> <color> <shape>", left to right, joined by "and"."""
     return " and ".join(f"a {s.spec.size} {s.spec.color} {s.spec.shape}" for s in shapes)
 
 
