@@ -222,7 +222,63 @@ def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
     click.echo("tasks: " + ", ".join(f"{task} {count}" for task, count in summary.tasks.items()))
 
 
-for _name, _issue in [("finetune", "[4/5]"), ("eval", "[5/5]"), ("bench", "[5/5]")]:
+@main.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="starting weights: .npz, HF safetensors, or an earlier finetune OUT dir")
+@click.option("--size", default=None, help="with --random-init: 3B, 10B, 28B or tiny")
+@click.option("--res", type=int, default=None, help="with --random-init: 224, 448, 896 (tiny: 56, 112, 224)")
+@click.option("--random-init", is_flag=True, help="start from deterministic random weights (seeded)")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help='JSONL: {"image": path relative to the file, "prefix": ..., "suffix": ...} per line')
+@click.option("--steps", type=int, required=True, help="optimizer steps")
+@click.option("--batch", type=int, required=True, help="examples per micro-batch (per step: batch x accum)")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="peak learning rate")
+@click.option("--warmup", type=float, default=0.1, show_default=True, help="linear warmup, fraction of --steps")
+@click.option("--wd", "weight_decay", type=float, default=0.0, show_default=True, help="AdamW weight decay")
+@click.option("--accum", type=int, default=1, show_default=True, help="micro-batches per optimizer step")
+@click.option("--dtype", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+              help="compute dtype (master weights and Adam state stay f32)")
+@click.option("--trainable", type=click.Choice(["all", "attn", "lora"]), default="all", show_default=True)
+@click.option("--lora-rank", type=int, default=8, show_default=True)
+@click.option("--lora-alpha", type=float, default=16.0, show_default=True)
+@click.option("--qat", type=click.Choice(["int4", "int8", "mixed"]), default=None,
+              help="train through the fake-quant of this convert --quant recipe")
+@click.option("--qat-block", type=int, default=32, show_default=True, help="int4 block (match convert --block)")
+@click.option("--eval-every", type=int, default=0, show_default=True, help="steps between evals (0: end only)")
+@click.option("--eval-data", type=click.Path(path_type=Path), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-text-len", type=int, default=64, show_default=True, help="text tokens per example")
+@click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
+@click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")
+@click.option("--log-every", type=int, default=1, show_default=True)
+@click.option("--fsdp", type=int, default=None, help="devices per FSDP group (default: devices per host)")
+@click.option("--distributed", is_flag=True, help="multi-host: call jax.distributed.initialize() first")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="run directory; if it holds a checkpoint, training resumes from it")
+@_one_line_errors
+def finetune(distributed: bool, **options) -> None:
+    """Fine-tune (or resume) on JSONL data; writes OUT/params.npz, tokenizer.model, config.json, metrics.jsonl."""
+    if distributed:
+        import jax
+
+        jax.distributed.initialize()
+    from pg2edge.train import TrainOptions
+    from pg2edge.train import finetune as run_finetune
+
+    result = run_finetune(TrainOptions(**options), log=lambda message: click.echo(message, err=True))
+    last = result.last
+    summary = [f"{result.out}: {result.cfg.name}, steps {result.start_step} -> {result.steps}",
+               f"loss {last['loss']:.4f}, token_acc {last['token_acc']:.3f}" if last else "nothing left to train",
+               f"{result.steps_per_s:.2f} steps/s (first step {result.compile_s:.1f} s)"]
+    if result.last_eval:
+        summary.append(f"eval_loss {result.last_eval['eval_loss']:.4f}")
+    click.echo(", ".join(summary))
+    click.echo(f"convert with: pg2edge convert --size {result.cfg.size} --res {result.cfg.resolution} "
+               f"--checkpoint {result.params_path} --tokenizer {result.out / 'tokenizer.model'} --out BUNDLE")
+
+
+for _name, _issue in [("eval", "[5/5]"), ("bench", "[5/5]")]:
     main.add_command(_planned(_name, _issue))
 
 

@@ -16,15 +16,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from pg2edge.config import ModelConfig
 from pg2edge.errors import ImageError
 from pg2edge.preprocess import original_size, preprocess
+from pg2edge.tasks import DataError, Example, read_examples
 from pg2edge.tokenizer import Tokenizer
-from pg2edge.train.jsonl import DataError, Example, read_examples
 
+TEXT_FIELDS = ("tokens", "mask_ar", "mask_loss", "input_mask")
 Batch = dict[str, np.ndarray]  # pixels [K,B,R,R,3], tokens/mask_ar/mask_loss/input_mask [K,B,T], weight [K,B]
 
 
@@ -46,14 +48,25 @@ class Dataset:
         return len(self.images)
 
 
-def encode_text(tok: Tokenizer, prefix: str, suffix: str, length: int) -> tuple[np.ndarray, ...]:
-    """(tokens, mask_ar, mask_loss, input_mask), each int32 [length]: truncated at the end, zero-padded."""
+class EncodedText(NamedTuple):
+    """One example's text at the static length: int32 [T] arrays, and whether targets were cut off."""
+
+    tokens: np.ndarray
+    mask_ar: np.ndarray
+    mask_loss: np.ndarray
+    input_mask: np.ndarray
+    truncated: bool
+
+
+def encode_text(tok: Tokenizer, prefix: str, suffix: str, length: int) -> EncodedText:
+    """`Tokenizer.encode_prompt`, truncated at the end to `length` tokens or zero-padded up to it."""
     prompt = tok.encode_prompt(prefix, suffix)
     n = min(len(prompt), length)
-    out = tuple(np.zeros(length, np.int32) for _ in range(4))
-    out[0][:n], out[1][:n], out[2][:n] = prompt.tokens[:n], prompt.mask_ar[:n], prompt.mask_loss[:n]
-    out[3][:n] = 1
-    return out
+    arrays = [np.zeros(length, np.int32) for _ in range(4)]
+    for out, src in zip(arrays[:3], (prompt.tokens, prompt.mask_ar, prompt.mask_loss), strict=True):
+        out[:n] = src[:n]
+    arrays[3][:n] = 1
+    return EncodedText(*arrays, truncated=bool(prompt.mask_loss[n:].any()))
 
 
 def _readable(ex: Example, source: Path) -> Example:
@@ -68,9 +81,9 @@ def _readable(ex: Example, source: Path) -> Example:
 def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False) -> Dataset:
     """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`)."""
     path = Path(path)
-    skipped: list[str] = []
-    examples = []
-    for ex in read_examples(path, skip_bad=skip_bad, skipped=skipped):
+    read = read_examples(path, skip_bad=skip_bad)
+    skipped, examples = list(read.problems), []
+    for ex in read.examples:
         try:
             examples.append(_readable(ex, path))
         except DataError as e:
@@ -79,12 +92,10 @@ def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad:
             skipped.append(str(e))
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(skipped)} bad lines skipped)")
-    cols = list(zip(*(encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples)))
-    tokens, mask_ar, mask_loss, input_mask = (np.stack(c) for c in cols)
-    full_targets = [int(np.sum(tok.encode_prompt(ex.prefix, ex.suffix).mask_loss)) for ex in examples]
-    truncated = int(np.sum(np.asarray(full_targets) > mask_loss.sum(axis=1)))
-    return Dataset(source=path, images=tuple(ex.image for ex in examples), tokens=tokens, mask_ar=mask_ar,
-                   mask_loss=mask_loss, input_mask=input_mask, truncated=truncated, skipped=tuple(skipped),
+    encoded = [encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples]
+    texts = {name: np.stack([getattr(e, name) for e in encoded]) for name in TEXT_FIELDS}
+    return Dataset(source=path, images=tuple(ex.image for ex in examples), **texts,
+                   truncated=sum(e.truncated for e in encoded), skipped=tuple(skipped),
                    fingerprint=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
@@ -115,8 +126,7 @@ def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.
     flat = indices_kb.reshape(-1)
     pixels = np.stack([preprocess(ds.images[i], cfg.resolution, cfg.resize_filter) for i in flat])
     shape = indices_kb.shape
-    batch = {name: getattr(ds, name)[flat].reshape(shape + (-1,))
-             for name in ("tokens", "mask_ar", "mask_loss", "input_mask")}
+    batch = {name: getattr(ds, name)[flat].reshape(shape + (-1,)) for name in TEXT_FIELDS}
     batch["pixels"] = pixels.reshape(shape + pixels.shape[1:])
     batch["weight"] = np.ones(shape, np.float32) if weight_kb is None else weight_kb.astype(np.float32)
     return batch

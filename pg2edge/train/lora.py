@@ -49,7 +49,7 @@ def init_lora(params: dict, cfg: LoraConfig, key: jax.Array) -> dict:
     views = _views(params)
     keys = jax.random.split(key, len(views))
     out = {}
-    for k, (name, view) in zip(keys, views.items()):
+    for k, (name, view) in zip(keys, views.items(), strict=True):
         a = jax.random.normal(k, view.lead_shape + (view.k, cfg.rank), jnp.float32) * view.k ** -0.5
         out[f"{name}/a"] = a
         out[f"{name}/b"] = jnp.zeros(view.lead_shape + (cfg.rank, view.n), jnp.float32)

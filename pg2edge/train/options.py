@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pg2edge.config import ConfigError
+from pg2edge.quantize.recipes import BLOCK_SIZES
 
 DTYPES = ("f32", "bf16")
 TRAINABLE = ("all", "attn", "lora")
@@ -72,6 +73,8 @@ class TrainOptions:
             raise ConfigError(f"--trainable {self.trainable!r}: expected one of {', '.join(TRAINABLE)}")
         if self.qat is not None and self.qat not in QAT_RECIPES:
             raise ConfigError(f"--qat {self.qat!r}: expected one of {', '.join(QAT_RECIPES)}")
+        if self.qat_block not in BLOCK_SIZES:
+            raise ConfigError(f"--qat-block {self.qat_block}: expected one of {', '.join(map(str, BLOCK_SIZES))}")
         if self.eval_every and self.eval_data is None:
             raise ConfigError("--eval-every needs --eval-data")
         if self.fsdp is not None and self.fsdp < 1:

@@ -5,7 +5,9 @@ jnp step for step (f32 scale = max|w| / qmax per output channel and K-block,
 float16 scales rounded up, the same floor on the scale, round-half-even,
 clip), and `fake_quant_tree` applies `quantize.recipes`' own per-weight
 scheme choice (block fallback included) through the same [K, N] views, so a
-QAT model and `pg2edge convert --quant int4` agree bit for bit. Gradients
+QAT model and `pg2edge convert --quant int4` agree bit for bit (on CPU and
+GPU, whose f32 division is IEEE; TPU divides to within an ulp, which can only
+move a weight sitting exactly on a rounding tie). Gradients
 pass straight through: `w - sg(w) + sg(fq(w))` is exactly `fq(w)` in the
 forward pass (unlike `w + sg(fq(w) - w)`, which can round) and the identity
 backward.
@@ -24,9 +26,16 @@ from pg2edge.quantize.schemes import _MIN_SCALE, Scheme
 from pg2edge.train.views import from_kn, to_kn
 
 
+def _divide(a: jax.Array, b: jax.Array) -> jax.Array:
+    """IEEE `a / b`, elementwise: XLA's simplifier turns division by a constant or a broadcast into a
+    multiplication by the reciprocal (1 ulp off numpy); the barrier hides `b` from that rewrite."""
+    a, b = jnp.broadcast_arrays(a, b)
+    return a / jax.lax.optimization_barrier(b)
+
+
 def _scales(amax: jax.Array, scheme: Scheme) -> jax.Array:
     """Mirror of `schemes._scales` (float16 scales rounded up so nothing clips)."""
-    scale = amax / jnp.float32(scheme.qmax)
+    scale = _divide(amax, jnp.float32(scheme.qmax))
     if scheme.scale_dtype == "float16":
         half = scale.astype(jnp.float16)
         half = jnp.where(half.astype(jnp.float32) < scale, jnp.nextafter(half, jnp.float16(jnp.inf)), half)
@@ -42,7 +51,7 @@ def fake_quant_kn(w_kn: jax.Array, scheme: Scheme) -> jax.Array:
         raise ValueError(f"K={k} is not divisible by the {scheme.label} block {block}")
     w_nbk = jnp.swapaxes(w_kn.astype(jnp.float32), -1, -2).reshape(*lead, n, k // block, block)
     scale = _scales(jnp.max(jnp.abs(w_nbk), axis=-1), scheme)[..., None]
-    q = jnp.clip(jnp.round(w_nbk / scale), -scheme.qmax - 1, scheme.qmax)
+    q = jnp.clip(jnp.round(_divide(w_nbk, scale)), -scheme.qmax - 1, scheme.qmax)
     return jnp.swapaxes((q * scale).reshape(*lead, n, k), -1, -2)
 
 

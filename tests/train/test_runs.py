@@ -1,0 +1,57 @@
+"""Training runs end to end: the loss falls, LoRA + QAT + bf16 keeps the base frozen, the CLI reports bad data."""
+
+from __future__ import annotations
+
+import numpy as np
+from click.testing import CliRunner
+
+from pg2edge.checkpoint import load_checkpoint
+from pg2edge.cli import main
+from pg2edge.train import read_metrics
+from pg2edge.train.lora import TARGETS
+
+from .helpers import losses, replace, run, write_jsonl
+
+
+def test_loss_goes_down_on_a_small_repeated_batch(base_opts, data_dir):
+    opts = replace(base_opts, data=data_dir / "small.jsonl", steps=30, lr=2e-3, warmup=0.1)
+    result = run(opts)
+    curve = losses(opts.out)
+    assert sorted(curve) == list(range(1, 31))
+    assert np.mean([curve[s] for s in (28, 29, 30)]) < 0.4 * curve[1]
+    assert result.last["token_acc"] > 0.5 and result.steps_per_s > 0
+
+
+def test_lora_qat_bf16_trains_adapters_only(base_opts, source_ckpt):
+    import ml_dtypes
+
+    opts = replace(base_opts, trainable="lora", lora_rank=4, qat="int4", dtype="bf16", lr=1e-2)
+    result = run(opts)
+    assert np.isfinite(result.last["loss"])
+    _, params = load_checkpoint(opts.out / "params.npz")
+    _, source = load_checkpoint(source_ckpt)
+    for name, w in params.items():
+        assert w.dtype == ml_dtypes.bfloat16, name
+        base = source[name].astype(ml_dtypes.bfloat16)
+        if name in TARGETS:
+            assert not np.array_equal(w, base), name  # adapters merged in
+        else:
+            np.testing.assert_array_equal(w, base, err_msg=name)
+
+
+def test_cli_bad_line_is_one_error_line(base_opts, data_dir, tmp_path):
+    rows = [{"image": "images/red_square.png", "prefix": "caption en", "suffix": "a red square"},
+            {"image": "images/absent.png", "prefix": "caption en", "suffix": "x"}]
+    bad = write_jsonl(data_dir / "bad.jsonl", rows)
+    args = ["finetune", "--checkpoint", str(base_opts.checkpoint), "--data", str(bad), "--steps", "1",
+            "--batch", "4", "--max-text-len", "24", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {bad}:2: image 'images/absent.png' not found")
+    assert result.stderr.count("\n") == 1
+
+    result = CliRunner().invoke(main, args + ["--skip-bad", "--eval-data", str(data_dir / "val.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 bad lines" in result.stderr and "convert with: pg2edge convert" in result.stdout
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [1, 1] and records[1]["eval_examples"] == 5

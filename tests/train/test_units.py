@@ -1,0 +1,131 @@
+"""Pure pieces: text encoding, data order, loss normalization, schedule, trainable split, LoRA merge, sharding rule."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pg2edge.checkpoint import random_params
+from pg2edge.config import get_config
+from pg2edge.param_layout import flatten, unflatten
+from pg2edge.quantize import matmul_view
+from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
+from pg2edge.train.data import encode_text, epoch_permutation, step_indices, stream_indices
+from pg2edge.train.lora import TARGETS, LoraConfig, init_lora, merge_lora
+from pg2edge.train.loss import batch_loss
+from pg2edge.train.optim import lr_schedule
+from pg2edge.train.sharding import FSDP, param_spec
+from pg2edge.train.trainable import join_params, split_params
+from pg2edge.train.views import from_kn, to_kn
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_bytes(build_synthetic_tokenizer(2048))
+
+
+def test_encode_text_pads_and_truncates(tok):
+    prompt = tok.encode_prompt("caption en", "a red square")
+    tokens, _, loss, valid, _ = encode_text(tok, "caption en", "a red square", 16)
+    n = len(prompt)
+    np.testing.assert_array_equal(tokens[:n], prompt.tokens)
+    assert (tokens[n:] == 0).all() and (valid[:n] == 1).all() and (valid[n:] == 0).all()
+    np.testing.assert_array_equal(loss[:n], prompt.mask_loss)
+    assert not encode_text(tok, "caption en", "a red square", 16).truncated
+    short = encode_text(tok, "caption en", "a red square", n - 2)
+    assert all(a.shape == (n - 2,) for a in short[:4]) and short.input_mask.all() and short.truncated
+    np.testing.assert_array_equal(short.mask_loss, prompt.mask_loss[:n - 2])
+
+
+def test_stream_is_a_permutation_per_epoch_and_deterministic():
+    order = stream_indices(seed=5, n=7, start=0, count=21)
+    for e in range(3):
+        assert sorted(order[7 * e:7 * (e + 1)]) == list(range(7))
+        np.testing.assert_array_equal(order[7 * e:7 * (e + 1)], epoch_permutation(5, e, 7))
+    np.testing.assert_array_equal(stream_indices(5, 7, 9, 6), order[9:15])  # any window = the same stream
+    assert not np.array_equal(epoch_permutation(5, 0, 7), epoch_permutation(6, 0, 7))
+
+
+def test_accumulation_sees_the_same_examples_per_step():
+    class _Five:
+        def __len__(self):
+            return 5
+
+    for step in range(4):
+        np.testing.assert_array_equal(step_indices(_Five(), 1, step, 2, 2).reshape(-1),
+                                      step_indices(_Five(), 1, step, 4, 1).reshape(-1))
+
+
+def test_loss_is_normalized_per_example_then_averaged():
+    v = 5
+    tokens = jnp.asarray([[0, 1, 2, 3], [0, 4, 0, 0]])
+    mask = jnp.asarray([[0, 1, 1, 1], [0, 1, 0, 0]])
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 4, v))
+    loss, sums = batch_loss(logits, tokens, mask, jnp.ones(2))
+    logp = jax.nn.log_softmax(logits, -1)
+    ex0 = -(logp[0, 0, 1] + logp[0, 1, 2] + logp[0, 2, 3]) / 3
+    ex1 = -logp[1, 0, 4]
+    np.testing.assert_allclose(loss, (ex0 + ex1) / 2, rtol=1e-6)
+    assert float(sums["tokens"]) == 4
+    padded, _ = batch_loss(logits, tokens, mask, jnp.asarray([1.0, 0.0]))  # weight-0 rows count nowhere
+    np.testing.assert_allclose(padded, ex0, rtol=1e-6)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    s = lr_schedule(1e-3, 100, 0.1)
+    assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1e-3)
+    assert float(s(5)) == pytest.approx(5e-4) and float(s(100)) == pytest.approx(0.0, abs=1e-12)
+    assert float(lr_schedule(1e-3, 10, 0.0)(0)) == pytest.approx(1e-3)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return unflatten({k: jnp.asarray(v) for k, v in random_params(get_config("tiny"), seed=1).items()})
+
+
+def test_trainable_split(params):
+    train, frozen = split_params(params, "attn")
+    names = set(flatten(train))
+    assert names == {n for n in flatten(params) if n.startswith("llm/layers/attn/")} and len(names) == 3
+    assert flatten(join_params(train, frozen)).keys() == flatten(params).keys()
+    assert split_params(params, "lora")[0] == {} and split_params(params, "all")[1] == {}
+
+
+def test_views_round_trip_matches_numpy(params):
+    for name, w in flatten(params).items():
+        view = matmul_view(name, w.shape)
+        if view is None:
+            continue
+        np.testing.assert_array_equal(to_kn(view, w), view.to_kn(np.asarray(w)), err_msg=name)
+        np.testing.assert_array_equal(from_kn(view, to_kn(view, w)), w, err_msg=name)
+
+
+def test_lora_starts_at_the_base_model_and_merges_as_w_plus_scaled_ab(params):
+    cfg = LoraConfig(rank=2, alpha=6.0)
+    lora = init_lora(params, cfg, jax.random.PRNGKey(0))
+    assert set(flatten(lora)) == {f"{t}/{x}" for t in TARGETS for x in "ab"}
+    merged = merge_lora(params, lora, cfg)
+    for name, w in flatten(merged).items():
+        np.testing.assert_array_equal(w, flatten(params)[name])  # B = 0
+    flat = flatten(lora)
+    flat = {k: (jnp.ones_like(v) if k.endswith("/b") else v) for k, v in flat.items()}
+    merged = flatten(merge_lora(params, unflatten(flat), cfg))
+    name = "llm/layers/attn/kv_einsum/w"
+    view = matmul_view(name, flatten(params)[name].shape)
+    want = view.to_kn(np.asarray(flatten(params)[name])) + 3.0 * np.asarray(flat[f"{name}/a"] @ flat[f"{name}/b"])
+    np.testing.assert_allclose(view.to_kn(np.asarray(merged[name])), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,fsdp,want", [
+    ((26, 8, 2304, 256), 8, (None, None, FSDP, None)),
+    ((257152, 2304), 16, (FSDP, None)),
+    ((512,), 8, ()),  # small: replicated
+    ((2304,), 8, (FSDP,)),
+    ((7, 1151, 3), 2, ()),  # nothing divisible: replicated
+    ((4, 64, 128), 2, (None, None, FSDP)),
+    ((4, 64, 128), 1, ()),
+])
+def test_fsdp_rule_shards_the_largest_divisible_axis(shape, fsdp, want):
+    assert tuple(param_spec(shape, fsdp)) == want
