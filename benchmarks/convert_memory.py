@@ -22,9 +22,10 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path, keep: bool = False) -> dict:
+def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path, keep: bool = False,
+            tag: str = "") -> dict:
     """One conversion in a child process: peak RSS (GB), seconds, bundle size, exit status."""
-    out = workdir / f"{size}-{res}-{fmt}-{quant}"
+    out = workdir / f"{size}-{res}-{fmt}-{quant}{'-b' + tag if tag else ''}"
     cmd = [sys.executable, "-m", "pg2edge.cli", "convert", "--size", size, "--res", str(res), "--random-init",
            "--format", fmt, "--quant", quant, "--out", str(out), *extra]
     t0 = time.perf_counter()

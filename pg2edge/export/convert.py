@@ -7,6 +7,8 @@ Everything is written into a staging directory and renamed at the end
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pg2edge.config import ConfigError, ModelConfig, config_to_dict, get_config
+from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
 from pg2edge.param_layout import flatten, unflatten
@@ -89,6 +91,23 @@ class ConvertResult:
     out: Path
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def resolve_finetune_dir(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ConvertOptions, ModelConfig]:
+    """`--checkpoint DIR` from `pg2edge finetune`: its params.npz, tokenizer and exact config."""
+    ckpt = opts.checkpoint
+    if ckpt is None or not Path(ckpt).is_dir() or not (Path(ckpt) / "params.npz").is_file():
+        return opts, cfg
+    ckpt = Path(ckpt)
+    tokenizer = opts.tokenizer
+    if tokenizer is None and (ckpt / "tokenizer.model").is_file():
+        tokenizer = ckpt / "tokenizer.model"
+    if (ckpt / "config.json").is_file():
+        trained = config_from_dict(json.loads((ckpt / "config.json").read_text()))
+        if trained.name != cfg.name:
+            raise ConfigError(f"{ckpt}: trained as {trained.name}, but --size/--res ask for {cfg.name}")
+        cfg = trained
+    return dataclasses.replace(opts, checkpoint=ckpt / "params.npz", tokenizer=tokenizer), cfg
 
 
 def load_weights(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ModelConfig, dict, dict]:
@@ -185,6 +204,7 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
 
     start = time.perf_counter()
     cfg = opts.validate()
+    opts, cfg = resolve_finetune_dir(opts, cfg)
     recipe = get_recipe(opts.quant, opts.block)
     progress.stage("load weights", 1)
     cfg, params, weights = load_weights(opts, cfg)

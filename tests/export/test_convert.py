@@ -61,3 +61,21 @@ def test_corrupt_checkpoint_leaves_nothing(tmp_path):
     r = _convert("--size", "tiny", "--checkpoint", str(ckpt), "--out", str(out))
     assert r.returncode == 2 and "bad.npz" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
+
+
+def test_finetune_output_dir_converts_with_its_tokenizer_and_config(tmp_path):
+    """`pg2edge convert --checkpoint DIR` takes a `pg2edge finetune` output directory as it is."""
+    from pg2edge.runtime.engine import Engine
+    from pg2edge.tasks import SuiteConfig, write_suite
+    from pg2edge.train import TrainOptions, finetune
+
+    write_suite(tmp_path / "suite", SuiteConfig(n=6, seed=0, res=56))
+    run = tmp_path / "run"
+    finetune(TrainOptions(data=tmp_path / "suite" / "train.jsonl", out=run, steps=2, batch=2, size="tiny", res=56,
+                          random_init=True, save_every=2), progress=False)
+    out = tmp_path / "bundle"
+    r = _convert("--size", "tiny", "--checkpoint", str(run), "--quant", "f32", "--max-len", "64", "--prefill", "24",
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "tokenizer.model").read_bytes() == (run / "tokenizer.model").read_bytes()
+    assert Engine(out).manifest["weights"]["source"].endswith("params.npz")
