@@ -71,7 +71,7 @@ def inspect(checkpoint: str) -> None:
 @click.option("--max-new-tokens", type=int, default=8, show_default=True)
 @_one_line_errors
 def demo(size: str, res: int | None, prompt: str, max_new_tokens: int) -> None:
-    """Run the JAX model end to end on a random-init variant (until the trained demo lands)."""
+    """Convert a random-init tiny model to ONNX, run it with the runtime, compare with JAX."""
     from pg2edge.demo import run_random_init_demo
 
     run_random_init_demo(size, res, prompt, max_new_tokens)
