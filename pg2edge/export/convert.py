@@ -60,8 +60,10 @@ class ConvertOptions:
                               f"expected a comma list of {', '.join(FORMATS)}")
         if self.quant not in QUANTS:
             raise ConfigError(f"unknown quant {self.quant!r}: expected one of {', '.join(QUANTS)}")
-        if self.accuracy_level not in (0, 1, 2, 3, 4):
-            raise ConfigError(f"accuracy level {self.accuracy_level}: expected 0-4")
+        from pg2edge.quantize.ort_pack import ACCURACY_LEVELS
+
+        if self.accuracy_level not in ACCURACY_LEVELS:
+            raise ConfigError(f"accuracy level {self.accuracy_level}: expected one of {ACCURACY_LEVELS}")
         if self.block not in BLOCKS:
             raise ConfigError(f"block {self.block}: expected one of {', '.join(map(str, BLOCKS))}")
         if self.quant in ("int4", "mixed"):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pg2edge.quantize import Scheme, dequantize, quantize
-from pg2edge.quantize.ort_pack import (dequantize_linear_initializers, dequantize_linear_matmul_nodes,
-                                       gather_block_quantized_node, matmul_nbits_node, pack_gather_block_quantized,
-                                       pack_matmul_nbits, tied_gather_nodes)
+from pg2edge.quantize.ort_pack import dequantize_linear_initializers, pack_gather_block_quantized, pack_matmul_nbits
 
 onnx = pytest.importorskip("onnx")
+from ort_nodes import (dequantize_linear_matmul_nodes, gather_block_quantized_node,  # noqa: E402
+                       matmul_nbits_node, tied_gather_nodes)
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 
