@@ -19,3 +19,18 @@ def assert_trees_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) 
         assert got[key].dtype == want[key].dtype, key
         assert got[key].shape == want[key].shape, key
         np.testing.assert_array_equal(got[key].view(np.uint8), want[key].view(np.uint8), err_msg=key)
+
+
+def assert_one_line_error(path, *needles, call):
+    """`call(path)` raises CheckpointError whose single line names the file and every needle."""
+    import pytest
+
+    from pg2edge.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as e:
+        call(path)
+    message = str(e.value)
+    assert "\n" not in message
+    for needle in (str(path), *needles):
+        assert needle in message, (needle, message)
+    return message

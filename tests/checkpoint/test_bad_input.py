@@ -11,6 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from ckpt_helpers import assert_one_line_error
 from safetensors.numpy import load_file, save_file
 
 from pg2edge.checkpoint import describe, load_checkpoint, random_params, write_hf, write_npz
@@ -30,13 +31,7 @@ class Boom:
 
 
 def _error(path, *needles, call=load_checkpoint) -> str:
-    with pytest.raises(CheckpointError) as e:
-        call(path)
-    message = str(e.value)
-    assert "\n" not in message
-    for needle in (str(path), *needles):
-        assert needle in message, (needle, message)
-    return message
+    return assert_one_line_error(path, *needles, call=call)
 
 
 def test_missing_file(tmp_path):

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from ckpt_helpers import assert_one_line_error
 
 from pg2edge.checkpoint.vae import (CODEBOOK_KEY, load_vae, random_vae, state_dict_shapes, to_params,
                                     to_state_dict, write_vae)
@@ -22,13 +23,7 @@ def _trees_equal(a, b) -> bool:
 
 
 def _error(path, *needles, call=load_vae) -> str:
-    with pytest.raises(CheckpointError) as e:
-        call(path)
-    message = str(e.value)
-    assert "\n" not in message
-    for needle in (str(path), *needles):
-        assert needle in message, (needle, message)
-    return message
+    return assert_one_line_error(path, *needles, call=call)
 
 
 @pytest.fixture()

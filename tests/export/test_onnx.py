@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from part_feeds import random_feeds
 
 from pg2edge.export.onnx_export import export_parts
 from pg2edge.export.split import SplitConfig, split_model
@@ -24,22 +25,13 @@ def float_parts(tiny_cfg, tiny_params, tmp_path_factory):
     return parts, sessions
 
 
-def _inputs(part, rs):
-    feeds = {}
-    for spec in part.inputs:
-        if spec.dtype == "int32":
-            hi = {"valid_len": 260, "pos": 40}.get(spec.name, 1000)
-            feeds[spec.name] = rs.randint(1, hi, spec.shape).astype(np.int32)
-        else:
-            feeds[spec.name] = rs.normal(0, 1, spec.shape).astype(np.float32)
-    return feeds
 
 
 def test_each_float_part_matches_jax(float_parts, tiny_params):
     parts, sessions = float_parts
     rs = np.random.RandomState(0)
     for part in parts:
-        feeds = _inputs(part, rs)
+        feeds = random_feeds(part, rs)
         if part.name.startswith("prefill"):
             feeds["valid_len"] = np.array([16 + 6], np.int32)
         ref = part.fn(tiny_params, *feeds.values())

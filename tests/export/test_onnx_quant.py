@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from part_feeds import random_feeds
 
 from pg2edge.export.onnx_export import export_parts
 from pg2edge.export.onnx_quant import QuantizedWeights
@@ -16,18 +17,6 @@ from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 SPLIT = SplitConfig(max_len=64, prefill_lens=(8,))
 
 
-def _feeds(part, rs):
-    feeds = {}
-    for spec in part.inputs:
-        if spec.name == "valid_len":
-            feeds[spec.name] = np.array([20], np.int32)
-        elif spec.name == "pos":
-            feeds[spec.name] = np.array([30], np.int32)
-        elif spec.dtype == "int32":
-            feeds[spec.name] = rs.randint(0, 2000, spec.shape).astype(np.int32)
-        else:
-            feeds[spec.name] = rs.normal(0, 1, spec.shape).astype(np.float32)
-    return feeds
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def test_quantized_parts_match_fake_quant_reference(tiny_cfg, np_params, tmp_pat
         ops = infos[part.name].ops
         assert ops.get("MatMulNBits", 0) > 0, f"{part.name}: no MatMulNBits in {ops}"
         session = ort.InferenceSession(str(infos[part.name].path), providers=["CPUExecutionProvider"])
-        feeds = _feeds(part, rs)
+        feeds = random_feeds(part, rs)
         got = session.run([s.name for s in part.outputs], feeds)
         ref = part.fn(ref_params, *feeds.values())
         for spec, r, o in zip(part.outputs, ref, got):

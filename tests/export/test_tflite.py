@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from part_feeds import random_feeds
 from ai_edge_litert.interpreter import Interpreter
 
 from pg2edge.export.split import SplitConfig, split_model
@@ -55,21 +56,12 @@ def _runner(info):
     return Interpreter(model_path=str(info.path)).get_signature_runner(info.signature)
 
 
-def _inputs(part, rs):
-    feeds = {}
-    for spec in part.inputs:
-        if spec.dtype == "int32":
-            hi = {"valid_len": 22, "pos": 40}.get(spec.name, 2048)
-            feeds[spec.name] = rs.randint(1, hi, spec.shape).astype(np.int32)
-        else:
-            feeds[spec.name] = rs.normal(0, 1, spec.shape).astype(np.float32)
-    return feeds
 
 
 def _compare_parts(parts, infos, params, atol, rtol):
     rs = np.random.RandomState(0)
     for part in (p for p in parts if p.name in infos):
-        feeds = _inputs(part, rs)
+        feeds = random_feeds(part, rs)
         got = _runner(infos[part.name])(**feeds)
         ref = jax.jit(part.fn)(params, *(feeds[s.name] for s in part.inputs))
         for spec, r in zip(part.outputs, ref):
