@@ -11,7 +11,6 @@ from ckpt_helpers import assert_one_line_error
 
 from pg2edge.checkpoint.vae import (CODEBOOK_KEY, load_vae, random_vae, state_dict_shapes, to_params,
                                     to_state_dict, write_vae)
-from pg2edge.errors import CheckpointError
 
 EMBED_DIM = 16
 
