@@ -48,10 +48,9 @@ def _stored_or(g: GraphBuilder, value: Lazy, hint: str, key: tuple | None) -> st
 
 @dataclass(frozen=True)
 class OnnxInfo:
-    """What was written: files, byte size, op histogram."""
+    """What was written for one part: its .onnx file, byte size, op histogram (weights are shared)."""
 
     path: Path
-    files: tuple[Path, ...]
     bytes: int
     ops: dict[str, int]
 
@@ -99,7 +98,7 @@ def export_parts(parts: list[Part], params: dict, out_dir: Path, sink: WeightSin
             model = build_model(part, params, sink, weights)
             path = out_dir / f"{part.name}.onnx"
             onnx.save_model(model, path)
-            infos[part.name] = OnnxInfo(path, (path,), path.stat().st_size, op_histogram(model))
+            infos[part.name] = OnnxInfo(path, path.stat().st_size, op_histogram(model))
             if on_part is not None:
                 on_part(part.name)
     finally:
