@@ -150,6 +150,10 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def markdown(result: dict) -> str:
     lines = ["# PaliGemma 2 3B-224 on this machine (random-init weights)", "",
              f"Memory read bandwidth: {result['bandwidth_gbs']:.1f} GB/s (numpy streaming sum; a lower bound: "
@@ -161,13 +165,29 @@ def markdown(result: dict) -> str:
                      f"{a.get('runtime_peak_rss_gb', float('nan')):.2f} | {a.get('vision_s', float('nan')):.2f} | "
                      f"{a.get('first_token_s', float('nan')):.2f} | {a.get('decode_tok_s', float('nan')):.2f} | "
                      f"{a.get('roofline_fraction', float('nan')):.2f} |")
-    lines += ["", "Peers:", ""]
+    lines += ["", "Peers, measured in this run on the same weights (llama.cpp and onnxruntime-genai run the "
+              "Gemma 2 decoder half: 268-token prefill, then decode):", "",
+              "| peer | status | prefill / first token s | decode tok/s | pg2edge int4 decode ratio | run peak RSS GB | "
+              "build s | build peak RSS GB |", "|---|---|---|---|---|---|---|---|"]
+    best = result.get("decode_tok_s_int4")
     for name, p in result["peers"].items():
-        lines.append(f"- {name}: {json.dumps(p)}")
+        tok_s = p.get("decode_tok_s")
+        ratio = f"{best / tok_s:.2f}x" if best and tok_s else ""
+        lines.append(f"| {name} | {p.get('status', '')} {p.get('reason', '')[:60]} | "
+                     f"{_fmt(p.get('first_token_s') or p.get('prefill_s'))} | {_fmt(tok_s)} | {ratio} | "
+                     f"{_fmt(p.get('run_peak_rss_gb'))} | {_fmt(p.get('build_s'), 0)} | "
+                     f"{_fmt(p.get('build_peak_rss_gb'))} |")
     for name, rows in result.get("decode_profiles", {}).items():
         lines += ["", f"Decode step profile ({name}, onnxruntime):", "", "| op | ms/step | share |", "|---|---|---|"]
         lines += [f"| {r['op']} | {r['ms_per_step']:.1f} | {100 * r['share']:.0f}% |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(ours: dict, peer: dict | None) -> float | None:
+    """Our decode tokens/s over a peer's, only when both were measured in this run."""
+    if not peer or not peer.get("decode_tok_s") or not ours.get("decode_tok_s"):
+        return None
+    return round(ours["decode_tok_s"] / peer["decode_tok_s"], 3)
 
 
 def main() -> None:
@@ -176,10 +196,16 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512")
     ap.add_argument("--workdir", default=None, help="keep bundles here (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where 3b_224.{json,md,png} go")
+    ap.add_argument("--peers", default="", help="comma list: llamacpp,ortgenai,hf,litert (benchmarks/peers)")
+    ap.add_argument("--peers-workdir", default="/tmp/peers")
     args = ap.parse_args()
     from threadpoolctl import threadpool_info
 
+    from pg2edge.bench.machine import machine_info
+
     result: dict = {"variant": "3B-224", "weights": "random-init", "threads": len(os.sched_getaffinity(0)),
+                    "machine": machine_info(),
                     "threadpools": [{k: p.get(k) for k in ("internal_api", "num_threads")} for p in threadpool_info()],
                     "artifacts": [], "peers": {}}
     result["bandwidth_gbs"] = read_bandwidth_gbs()
@@ -202,23 +228,27 @@ def main() -> None:
                 result.setdefault("decode_profiles", {})[art["name"]] = profile_decode(bundle)
         result["artifacts"].append(art)
         print(json.dumps(art), flush=True)
-    for peer in ("hf_transformers_f32", "hf_transformers_bf16", "litert_torch", "onnxruntime_genai_int4",
-                 "onnxruntime_genai_int8", "llama_cpp_q4_0", "llama_cpp_q8_0"):
-        result["peers"][peer] = {"status": "not run in this session (see issue [5/5])"}
+    if args.peers:
+        sys.path.insert(0, str(Path(__file__).parent / "peers"))
+        from run import run_peers
+
+        result["peers"] = run_peers(args.peers, args.peers_workdir, bandwidth_gbs=result["bandwidth_gbs"])
     int4s = [a for a in result["artifacts"] if a["quant"] == "int4" and a.get("decode_tok_s")]
     int4 = max(int4s, key=lambda a: a["decode_tok_s"], default={})  # the best int4 artifact
     result["best_int4_artifact"] = int4.get("name")
+    onnx_rows = [a for a in result["artifacts"] if "onnx" in a["name"]]
     result.update({
         "convert_peak_rss_gb": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
-        "convert_peak_rss_gb_onnx": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
+        "convert_peak_rss_gb_onnx": max((a["convert_peak_rss_gb"] for a in onnx_rows), default=None),
         "decode_tok_s_int4": int4.get("decode_tok_s"), "first_token_s_int4": int4.get("first_token_s"),
         "runtime_peak_rss_gb_int4": int4.get("runtime_peak_rss_gb"), "artifact_gb_int4": int4.get("bundle_gb"),
-        "decode_ratio_vs_ortgenai_int4": None, "decode_ratio_vs_llamacpp_q4_0": None,
+        "decode_ratio_vs_ortgenai_int4": _ratio(int4, result["peers"].get("ortgenai_int4")),
+        "decode_ratio_vs_llamacpp_q4_0": _ratio(int4, result["peers"].get("llamacpp_q4_0")),
     })
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "3b_224.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "3b_224.md").write_text(markdown(result))
-    plot(result, RESULTS / "3b_224.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "3b_224.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "3b_224.md").write_text(markdown(result))
+    plot(result, args.out / "3b_224.png")
     print(markdown(result))
 
 

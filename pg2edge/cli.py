@@ -7,6 +7,7 @@ heavy imports (jax, tensorflow) happen inside the subcommand that needs them.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -30,23 +31,14 @@ def _one_line_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _planned(name: str, issue: str) -> click.Command:
-    """A listed command whose implementation has not landed yet."""
-
-    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-                   help=f"(planned, issue {issue}) not implemented yet.", add_help_option=False)
-    @click.pass_context
-    def cmd(ctx: click.Context) -> None:
-        click.echo(f"error: `pg2edge {name}` is not implemented yet (planned in issue {issue})", err=True)
-        sys.exit(2)
-
-    return cmd
-
-
 @click.group()
 @click.version_option(package_name="pg2edge")
 def main() -> None:
     """pg2edge: PaliGemma 2 -> ONNX / TFLite bundles for phones and single-board computers."""
+    # The CLI owns its process: keep TensorFlow's C++ warnings and ai-edge-quantizer's
+    # internal tqdm bars out of pg2edge's own progress display (a user's setting wins).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @main.command()
@@ -65,16 +57,21 @@ def inspect(checkpoint: str) -> None:
 
 
 @main.command()
-@click.option("--size", default="tiny", show_default=True)
-@click.option("--res", type=int, default=None)
-@click.option("--prompt", default="caption en", show_default=True)
-@click.option("--max-new-tokens", type=int, default=8, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
+@click.option("--images", type=click.IntRange(1, 80), default=24, show_default=True,
+              help="held-out test images to score (about 4-5 examples each)")
+@click.option("--quant", "quants", default="f32,int8,int4", show_default=True, help="comma list")
+@click.option("--format", "formats", default="onnx,tflite", show_default=True, help="comma list")
 @_one_line_errors
-def demo(size: str, res: int | None, prompt: str, max_new_tokens: int) -> None:
-    """Convert a random-init tiny model to ONNX, run it with the runtime, compare with JAX."""
-    from pg2edge.demo import run_random_init_demo
+def demo(out: Path, images: int, quants: str, formats: str) -> None:
+    """Convert the shipped trained tiny model, score every artifact on held-out images, write report.html."""
+    from pg2edge.demo import run_demo
 
-    run_random_init_demo(size, res, prompt, max_new_tokens)
+    run_demo(out, images, _names(quants), _names(formats))
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def _int_list(ctx, param, value: str) -> tuple[int, ...]:
@@ -278,8 +275,83 @@ def finetune(distributed: bool, **options) -> None:
                f"--checkpoint {result.params_path} --tokenizer {result.out / 'tokenizer.model'} --out BUNDLE")
 
 
-for _name, _issue in [("eval", "[5/5]"), ("bench", "[5/5]")]:
-    main.add_command(_planned(_name, _issue))
+@main.command("eval")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help='suite JSONL: {"image", "prefix", "suffix", "task"} per line (pg2edge tasks writes these)')
+@click.option("--dataset", "dataset_spec", default=None,
+              help="KIND:PATH...: suite:JSONL | coco:CAPTIONS_JSON:IMAGE_DIR | "
+                   "vqav2:QUESTIONS_JSON:ANNOTATIONS_JSON:IMAGE_DIR | refcoco:REFS_JSON:IMAGE_DIR[:SPLIT]")
+@click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None, help="bundles only")
+@click.option("--size", default=None, help="checkpoints only: check the variant (3B, 10B, 28B, tiny)")
+@click.option("--res", type=int, default=None, help="checkpoints only: check the resolution")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="checkpoints only (default: a run dir's tokenizer.model, else convert's synthetic one)")
+@click.option("--tasks", "task_list", default="", help="comma list of tasks to keep (default: all)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate the first N examples")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="examples per JAX generate call (bundles run one at a time)")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="write the metrics as JSON")
+@click.option("--predictions", "predictions_out", type=click.Path(path_type=Path), default=None,
+              help="write every prediction, its references and score as JSONL")
+@_one_line_errors
+def eval_(target, data, dataset_spec, backend, size, res, tokenizer, task_list, limit, batch, max_new_tokens,
+          json_out, predictions_out) -> None:
+    """Task metrics of a bundle or checkpoint (the float JAX baseline): CIDEr-D, VQA acc, IoU, mIoU, CER."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pg2edge.eval import evaluate, load_dataset, load_suite, open_predictor, select
+    from pg2edge.tasks.errors import DataError
+
+    if (data is None) == (dataset_spec is None):
+        raise DataError("give exactly one of --data JSONL or --dataset KIND:PATH")
+    examples = load_suite(data) if data is not None else load_dataset(dataset_spec)
+    examples = select(examples, tuple(t.strip() for t in task_list.split(",") if t.strip()), limit)
+    if not examples:
+        raise DataError(f"{data or dataset_spec}: no examples to evaluate")
+    predictor = open_predictor(target, backend=backend, size=size, res=res, tokenizer=tokenizer)
+    with _RichProgress() as progress:
+        report = evaluate(predictor, examples, batch=batch, max_new_tokens=max_new_tokens, progress=progress,
+                          dataset=str(data or dataset_spec))
+    if json_out is not None:
+        report.write_json(json_out)
+    if predictions_out is not None:
+        report.write_predictions(predictions_out)
+    table = Table(title=f"{report.target} on {report.dataset} ({sum(report.counts.values())} examples, "
+                        f"{report.seconds:.1f} s)")
+    for col in ("task", "n", "metric", "value", "other"):
+        table.add_column(col)
+    for task, n, name, value, others in report.rows():
+        table.add_row(task, str(n), name, f"{value:.4f}", others)
+    Console().print(table)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="the shipped tiny model only: parity + speed in a few minutes (default)")
+@click.option("--full", is_flag=True, help="also random-init 3B-224: conversion, memory, speed, roofline (about an "
+                                          "hour, ~10 GB RAM)")
+@click.option("--peers", default="", help="with --full: comma list of llamacpp,ortgenai,hf,litert (needs "
+                                          "benchmarks/peers/setup.sh's .venv-peers)")
+@click.option("--images", type=click.IntRange(1, 80), default=4, show_default=True,
+              help="held-out test images for the parity rows")
+@click.option("--format", "formats", default="onnx,tflite", show_default=True, help="comma list")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench_out"), show_default=True)
+@_one_line_errors
+def bench(quick: bool, full: bool, peers: str, images: int, formats: str, out: Path) -> None:
+    """Accuracy parity and speed (JSON + markdown under --out), with the machine they ran on."""
+    from pg2edge.bench.quick import QUICK_JSON, QUICK_MD, run_quick
+
+    if peers and not full:
+        raise click.UsageError("--peers needs --full")
+    run_quick(out, images, _names(formats), log=lambda line: click.echo(line, err=True))
+    click.echo(f"wrote {out / QUICK_JSON} and {out / QUICK_MD}")
+    if full:
+        from pg2edge.bench.full_size import run_full_size
+
+        paths = run_full_size(out, peers=_names(peers))
+        click.echo("wrote " + " and ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -125,13 +125,21 @@ _TEXT = {
     "tiny": TextConfig(width=64, depth=4, mlp_dim=128, num_heads=4, num_kv_heads=2,
                        head_dim=16, query_pre_attn_scalar=16, vocab_size=2048,
                        sliding_window=16),
+    # The smallest variant that learns the synthetic suite well: what pg2edge trains and ships.
+    "mini": TextConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=2,
+                       head_dim=32, query_pre_attn_scalar=32, vocab_size=2048,
+                       sliding_window=32),
 }
-_TINY_VISION = dict(width=48, depth=2, mlp_dim=96, num_heads=4, patch_size=14)
+_SMALL_VISION = {
+    "tiny": dict(width=48, depth=2, mlp_dim=96, num_heads=4, patch_size=14),
+    "mini": dict(width=96, depth=3, mlp_dim=384, num_heads=4, patch_size=14),
+}
 
 PUBLISHED_SIZES = ("3B", "10B", "28B")
 PUBLISHED_RESOLUTIONS = (224, 448, 896)
 TINY_RESOLUTIONS = (56, 112, 224)
-DEFAULT_RES = {"3B": 224, "10B": 224, "28B": 224, "tiny": 56}
+SMALL_RESOLUTIONS = {"tiny": TINY_RESOLUTIONS, "mini": (112, 224)}
+DEFAULT_RES = {"3B": 224, "10B": 224, "28B": 224, "tiny": 56, "mini": 112}
 
 
 def _build_variants() -> dict[str, ModelConfig]:
@@ -140,9 +148,10 @@ def _build_variants() -> dict[str, ModelConfig]:
         for res in PUBLISHED_RESOLUTIONS:
             cfg = ModelConfig(size, VisionConfig(image_size=res), _TEXT[size])
             variants[cfg.name] = cfg
-    for res in TINY_RESOLUTIONS:
-        cfg = ModelConfig("tiny", VisionConfig(image_size=res, **_TINY_VISION), _TEXT["tiny"])
-        variants[cfg.name] = cfg
+    for size, resolutions in SMALL_RESOLUTIONS.items():
+        for res in resolutions:
+            cfg = ModelConfig(size, VisionConfig(image_size=res, **_SMALL_VISION[size]), _TEXT[size])
+            variants[cfg.name] = cfg
     return variants
 
 
@@ -157,7 +166,7 @@ def get_config(size: str, res: int | None = None) -> ModelConfig:
     res = DEFAULT_RES[size_key] if res is None else int(res)
     name = f"{size_key}-{res}"
     if name not in VARIANTS:
-        allowed = TINY_RESOLUTIONS if size_key == "tiny" else PUBLISHED_RESOLUTIONS
+        allowed = SMALL_RESOLUTIONS.get(size_key, PUBLISHED_RESOLUTIONS)
         raise ConfigError(f"unknown resolution {res} for size {size_key}: expected one of "
                           f"{', '.join(map(str, allowed))}")
     return VARIANTS[name]

@@ -14,6 +14,16 @@ def tiny_cfg():
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_cfg):
+    """A random tiny-56 big_vision .npz (scaled weights, so outputs depend on the input)."""
+    from pg2edge.checkpoint import random_params, write_npz
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
+    write_npz(path, random_params(tiny_cfg, seed=5, scale=0.1))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_params(tiny_cfg):
     """Random tiny weights (float32, larger than init so logits are not flat)."""
     import jax

@@ -20,7 +20,7 @@ from pg2edge.export.onnx_lower import (NP_TO_ONNX, Const, Dyn, GraphBuilder, Low
                                       trace, weight_key)
 from pg2edge.export.split import Part
 
-OPSET = 21
+OPSET = 23  # RMSNormalization (23), Gelu (20): the model's named calls map onto them
 MS_OPSET = 1
 
 

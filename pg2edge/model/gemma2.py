@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from pg2edge.config import TextConfig
-from pg2edge.model.layers import apply_rope, gelu_tanh, rms_norm, soft_cap
+from pg2edge.model.layers import apply_rope, gelu_tanh, rms_norm, soft_cap, softmax
 
 
 class KVCache(NamedTuple):
@@ -126,7 +126,7 @@ def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
     logits = scores(k, mask_new)
     if kv_old is not None:
         logits = jnp.concatenate([scores(kv_old[0], mask_old), logits], axis=-1)
-    probs = jax.nn.softmax(logits, axis=-1).astype(x_btd.dtype)
+    probs = softmax(logits).astype(x_btd.dtype)
     o = jnp.einsum("bkgts,bksh->btkgh", probs[..., -t:], v)
     if kv_old is not None:
         o = o + jnp.einsum("bkgts,bksh->btkgh", probs[..., :-t], kv_old[1].astype(x_btd.dtype))

@@ -2,6 +2,13 @@
 
 Each is written once, in float32 where the references compute in float32
 (norm statistics, softmax, RoPE), and cast back to the activation dtype.
+
+The norms, the GELU and the softmax are `jax.jit` functions, so a traced graph
+shows each as one named call (`pjit[name=rms_norm]`): inside a training step
+XLA inlines them as usual, while the ONNX lowering can map each call to the
+one standard operator that computes it (`RMSNormalization`, `Gelu`, ...)
+instead of a dozen elementwise nodes. `eps` is an argument, not a constant,
+so the call carries it.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 
+@jax.jit
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
     """SigLIP's LayerNorm, statistics in f32."""
     xf = x.astype(jnp.float32)
@@ -19,6 +27,7 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
     return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
 
 
+@jax.jit
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     """Gemma's RMSNorm with the `(1 + scale)` parametrization, in f32."""
     xf = x.astype(jnp.float32)
@@ -26,9 +35,16 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
 
 
+@jax.jit
 def gelu_tanh(x: jax.Array) -> jax.Array:
     """The tanh-approximated GELU both towers use."""
     return jax.nn.gelu(x, approximate=True)
+
+
+@jax.jit
+def softmax(x: jax.Array) -> jax.Array:
+    """Softmax over the last axis (attention probabilities), in the input's dtype."""
+    return jax.nn.softmax(x, axis=-1)
 
 
 def soft_cap(x: jax.Array, cap: float) -> jax.Array:

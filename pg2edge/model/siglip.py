@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from pg2edge.config import VisionConfig
-from pg2edge.model.layers import gelu_tanh, layer_norm
+from pg2edge.model.layers import gelu_tanh, layer_norm, softmax
 
 
 def patchify(pixels_bhwc: jax.Array, patch: int) -> jax.Array:
@@ -30,7 +30,7 @@ def _block(p: dict, cfg: VisionConfig, x_bnd: jax.Array) -> jax.Array:
     q, k, v = (jnp.einsum("bnd,dhk->bnhk", y, attn[name]["kernel"]) for name in ("query", "key", "value"))
     q, k, v = q + attn["query"]["bias"], k + attn["key"]["bias"], v + attn["value"]["bias"]
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32) * (cfg.head_dim ** -0.5)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    probs = softmax(logits).astype(v.dtype)
     o = jnp.einsum("bhqs,bshk->bqhk", probs, v)
     y = jnp.einsum("bqhk,hkd->bqd", o, attn["out"]["kernel"]) + attn["out"]["bias"]
     x_bnd = x_bnd + y

@@ -15,6 +15,15 @@ _COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 
 def draw_objects(image, objects: Sequence, out: str | Path) -> Path:
     """Overlay each object's mask (translucent) and box with its label; write atomically."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    render_objects(image, objects).save(tmp, format=(out.suffix.lstrip(".") or "png").upper().replace("JPG", "JPEG"))
+    tmp.replace(out)
+    return out
+
+
+def render_objects(image, objects: Sequence) -> Image.Image:
+    """The image (RGB) with each object's translucent mask, box and label drawn over it."""
     img = load_image(image).convert("RGBA")
     overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
     pen = ImageDraw.Draw(overlay)
@@ -29,9 +38,4 @@ def draw_objects(image, objects: Sequence, out: str | Path) -> Path:
         x0, y0, x1, y1 = obj.box
         pen.rectangle((x0, y0, x1, y1), outline=color + (255,), width=max(1, img.size[0] // 200))
         pen.text((x0 + 2, y0 + 1), obj.label or "?", fill=color + (255,))
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    Image.alpha_composite(img, overlay).convert("RGB").save(tmp, format=(out.suffix.lstrip(".") or "png").upper()
-                                                            .replace("JPG", "JPEG"))
-    tmp.replace(out)
-    return out
+    return Image.alpha_composite(img, overlay).convert("RGB")

@@ -118,10 +118,33 @@ class Engine:
 
         `stop_at_eos=False` decodes exactly `max_new_tokens` (benchmarks on random weights).
         """
+        timings = Timings()
+        logits, decoder, valid, size = self._prefill(image, prompt, timings)
+        generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings,
+                                       self.tokenizer.eos_id if stop_at_eos else None)
+        text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
+        return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
+                      objects=self.parse(text, size), timings=timings)
+
+    def score(self, image, prompt: str, tokens: Sequence[int]) -> np.ndarray:
+        """Logits before each of `tokens` when they are fed in (teacher forcing): float32 [len(tokens), V].
+
+        Parity checks compare these with the JAX model's logits position by
+        position, so one early disagreement does not hide the rest.
+        """
+        logits, decoder, pos, _ = self._prefill(image, prompt, Timings())
+        rows = [np.array(logits, np.float32).reshape(-1)]  # copies: decoders reuse their output buffers
+        for tok in list(tokens)[:-1]:
+            if pos >= self.max_len:
+                raise PromptError(f"{len(tokens)} tokens after the prompt overflow the cache ({self.max_len} slots)")
+            rows.append(np.array(decoder.step(int(tok), pos), np.float32).reshape(-1))
+            pos += 1
+        return np.stack(rows)
+
+    def _prefill(self, image, prompt: str, timings: Timings):
+        """Vision + prefill into the shared decoder cache: (first logits, decoder, next position, image size)."""
         ids = self.prompt_ids(prompt)
         pixels, size = self.pixels(image)
-        timings = Timings()
-
         t0 = time.perf_counter()
         image_embeds = self.backend.run("vision", {"pixels": pixels})["image_embeds"]
         timings.vision_ms = (time.perf_counter() - t0) * 1000
@@ -135,14 +158,8 @@ class Engine:
                                                      "valid_len": np.array([valid], np.int32)})
         decoder = self.decoder()
         decoder.write(out, 0)
-        logits = out["logits"]
         timings.prefill_ms = (time.perf_counter() - t0) * 1000
-
-        generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings,
-                                       self.tokenizer.eos_id if stop_at_eos else None)
-        text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
-        return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
-                      objects=self.parse(text, size), timings=timings)
+        return out["logits"], decoder, valid, size
 
     def _decode(self, logits, decoder, pos, max_new_tokens, sampling, on_token, timings, eos):
         """The token loop on the static cache; stops at eos, the token budget, or capacity."""

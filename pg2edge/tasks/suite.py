@@ -95,18 +95,35 @@ def _meta(cfg: SuiteConfig, images: Counter, examples: Counter, tasks: Counter) 
     }
 
 
-def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False) -> SuiteSummary:
-    """Generate `cfg.n` images and their examples into `out` (refused if it exists, unless `force`)."""
+def split_indices(cfg: SuiteConfig, split: str, limit: int | None = None) -> tuple[int, ...]:
+    """Image indices of one split in index order, optionally only the first `limit` of them."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    chosen = tuple(i for i, s in enumerate(assign_splits(cfg.n, cfg.seed)) if s == split)
+    return chosen if limit is None else chosen[:limit]
+
+
+def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False,
+                only: tuple[int, ...] | None = None) -> SuiteSummary:
+    """Generate `cfg.n` images (or just the indices in `only`) and their examples into `out`.
+
+    `only` regenerates a subset byte-identically (e.g. the held-out test images the
+    shipped model never saw) without drawing the rest; `out` is refused if it exists, unless `force`.
+    """
     start = time.perf_counter()
     out = Path(out)
     splits = assign_splits(cfg.n, cfg.seed)
+    wanted = range(cfg.n) if only is None else sorted(set(only))
+    if wanted and not 0 <= wanted[0] <= wanted[-1] < cfg.n:
+        raise DataError(f"only: image indices must lie in [0, {cfg.n}), found {wanted[0]}..{wanted[-1]}")
     images, examples, tasks = Counter(), Counter(), Counter()
     with staging_dir(out, force) as tmp:
         (tmp / IMAGE_DIR).mkdir()
         with contextlib.ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "w", encoding="utf-8", newline="\n"))
                      for s in SPLITS}
-            for index, split in enumerate(splits):
+            for index in wanted:
+                split = splits[index]
                 image = generate_image(cfg.seed, index, cfg.res)
                 name = image_name(index)
                 (tmp / name).write_bytes(image.png)
@@ -116,6 +133,8 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False) -> Suite
                 images[split] += 1
                 examples[split] += len(image.targets)
         meta = _meta(cfg, images, examples, tasks)
+        if only is not None:
+            meta["only_indices"] = list(wanted)  # a subset of the suite: these images, identical to the full run's
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return SuiteSummary(out, {s: images[s] for s in SPLITS}, {s: examples[s] for s in SPLITS},
                         dict(sorted(tasks.items())), time.perf_counter() - start)

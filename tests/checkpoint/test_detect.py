@@ -50,7 +50,7 @@ def test_directory_without_weights_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_is_recognised_from_its_shapes(name):
-    """Signatures are unique across all 12 variants, for both vocab layouts (no data needed)."""
+    """Signatures are unique across all variants, for both vocab layouts (no data needed)."""
     cfg = VARIANTS[name]
     index = {k: TensorInfo(s, np.dtype(np.float32)) for k, s in param_shapes(cfg).items()}
     sig = npz_signature(index, "x.npz")

@@ -22,13 +22,27 @@ def float_parts(tiny_cfg, tiny_params, tmp_path_factory):
     infos = export_parts(parts, tiny_params, out)
     sessions = {name: ort.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
                 for name, info in infos.items()}
-    return parts, sessions
+    return parts, sessions, infos
 
 
+def test_norms_gelu_and_softmax_are_single_standard_operators(float_parts, tiny_cfg):
+    """The model's named calls lower to one node each, not the dozen elementwise nodes inside them."""
+    import onnx
+
+    from pg2edge.export.onnx_export import op_histogram
+
+    _, _, infos = float_parts
+    decode = op_histogram(onnx.load(str(infos["decode"].path), load_external_data=False))
+    vision = op_histogram(onnx.load(str(infos["vision"].path), load_external_data=False))
+    depth = tiny_cfg.text.depth
+    assert decode.get("RMSNormalization") == 4 * depth + 1 and decode.get("Softmax") == depth
+    assert decode.get("Gelu") == depth and "Sqrt" not in decode and "Reciprocal" not in decode
+    assert vision.get("LayerNormalization") == 2 * tiny_cfg.vision.depth + 1
+    assert vision.get("Gelu") == tiny_cfg.vision.depth and "ReduceMean" not in vision
 
 
 def test_each_float_part_matches_jax(float_parts, tiny_params):
-    parts, sessions = float_parts
+    parts, sessions, _ = float_parts
     rs = np.random.RandomState(0)
     for part in parts:
         feeds = random_feeds(part, rs)
@@ -41,7 +55,7 @@ def test_each_float_part_matches_jax(float_parts, tiny_params):
 
 
 def test_float_greedy_stream_equals_generate(float_parts, tiny_cfg, tiny_params, tiny_pixels):
-    parts, sessions = float_parts
+    parts, sessions, _ = float_parts
     vision, prefill, decode = parts
     (img,) = sessions["vision"].run(None, {"pixels": tiny_pixels[:1]})
     tokens = np.zeros((1, 8), np.int32)

@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pg2edge.checkpoint import random_params, write_npz
 from pg2edge.checkpoint.vae import random_vae, write_vae
-from pg2edge.config import get_config
 from pg2edge.export.convert import ConvertOptions, convert
 
 MAX_LEN = 96
 PREFILL = (8, 24)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    cfg = get_config("tiny")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.npz"
-    write_npz(path, random_params(cfg, seed=5, scale=0.1))
-    return path
 
 
 @pytest.fixture(scope="session")

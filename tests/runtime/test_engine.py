@@ -40,6 +40,38 @@ def test_float_bundle_matches_jax_generate(make_bundle, tiny_checkpoint, image_f
     assert result.timings.decode_tokens == len(result.tokens) - 1 or result.stop_reason == "eos"
 
 
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_score_gives_the_jax_logits_at_every_teacher_forced_step(make_bundle, tiny_checkpoint, image_file, backend):
+    engine = Engine(make_bundle("f32", ("onnx", "tflite")), backend=backend)
+    ref = _reference(tiny_checkpoint, engine, image_file, PROMPT, 12)
+    forced = [7, 300, 5, 1999, 42, 8, 8, 1024, 3, 60, 61, 62]  # not the greedy path: every step is exercised
+    ref_forced = _reference_forced(tiny_checkpoint, engine, image_file, PROMPT, forced)
+    logits = engine.score(image_file, PROMPT, forced)
+    assert logits.shape == (len(forced), ref.logits.shape[-1])
+    np.testing.assert_allclose(logits, ref_forced, atol=1e-3 if backend == "tflite" else 1e-4, rtol=1e-3)
+    np.testing.assert_allclose(engine.score(image_file, PROMPT, ref.tokens[0])[0], ref.logits[0, 0],
+                               atol=1e-3, rtol=1e-3)
+
+
+def _reference_forced(tiny_checkpoint, engine, image_file, prompt, forced):
+    """JAX logits before each forced token: prefill, then decode steps fed `forced[:-1]`."""
+    import jax.numpy as jnp
+
+    from pg2edge.model.generate import _decode, _prefill, pad_prompts
+
+    cfg, flat = load_checkpoint(tiny_checkpoint)
+    params = unflatten(flat)
+    pixels, _ = engine.pixels(image_file)
+    ids, lens = pad_prompts([engine.prompt_ids(prompt)])
+    logits, cache = _prefill(params, cfg, jnp.asarray(pixels), jnp.asarray(ids), jnp.asarray(lens), MAX_LEN)
+    rows, pos = [np.asarray(logits[0])], cfg.num_image_tokens + int(lens[0])
+    for tok in forced[:-1]:
+        logits, cache = _decode(params, cfg, jnp.asarray([tok], jnp.int32), jnp.asarray([pos], jnp.int32), cache)
+        rows.append(np.asarray(logits[0]))
+        pos += 1
+    return np.stack(rows)
+
+
 def test_sampling_matches_jax_with_the_same_seed(make_bundle, tiny_checkpoint, image_file):
     engine = Engine(make_bundle("f32"))
     s = SamplingConfig(temperature=0.8, top_k=40, top_p=0.95, seed=11)

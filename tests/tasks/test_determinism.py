@@ -105,3 +105,23 @@ def test_tasks_package_imports_no_heavy_frameworks():
             "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_subset_is_byte_identical_to_the_full_runs_files(tmp_path):
+    """The demo regenerates only held-out test images; they must be the very images the full suite holds."""
+    from pg2edge.tasks import split_indices
+
+    cfg = SuiteConfig(n=30, seed=3, res=56)
+    write_suite(tmp_path / "full", cfg)
+    test_ids = split_indices(cfg, "test", limit=2)
+    assert len(test_ids) == 2 and all(assign_splits(30, 3)[i] == "test" for i in test_ids)
+    write_suite(tmp_path / "part", cfg, only=test_ids)
+    full, part = _tree(tmp_path / "full"), _tree(tmp_path / "part")
+    assert sorted(k for k in part if k.startswith("images/")) == [f"images/{i:06d}.png" for i in test_ids]
+    for k in part:
+        if k.startswith("images/"):
+            assert part[k] == full[k]
+    wanted = {f"images/{i:06d}.png" for i in test_ids}
+    full_lines = [line for line in full["test.jsonl"].decode().splitlines() if json.loads(line)["image"] in wanted]
+    assert part["test.jsonl"].decode().splitlines() == full_lines
+    assert part["train.jsonl"] == b"" and json.loads(part["meta.json"])["only_indices"] == list(test_ids)

@@ -129,3 +129,31 @@ def test_lora_starts_at_the_base_model_and_merges_as_w_plus_scaled_ab(params):
 ])
 def test_fsdp_rule_shards_the_largest_divisible_axis(shape, fsdp, want):
     assert tuple(param_spec(shape, fsdp)) == want
+
+
+def test_from_scratch_init_has_ordinal_loc_rows_and_sincos_positions():
+    """Close <loc> bins start close (cosine falls with distance); patch positions are the 2-D sin-cos table."""
+    import jax
+    import numpy as np
+
+    from pg2edge.config import NUM_LOC_TOKENS, get_config
+    from pg2edge.model import init_params
+    from pg2edge.train.init import from_scratch_params, ordinal_loc_rows, sincos_positions
+
+    cfg = get_config("tiny", 56)
+    params = from_scratch_params(cfg, jax.random.PRNGKey(0))
+    plain = init_params(cfg, jax.random.PRNGKey(0))
+    table = np.asarray(params["llm"]["embedder"]["input_embedding"])
+    start = cfg.text.loc_start
+    rows = table[start:start + NUM_LOC_TOKENS]
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, rtol=1e-5)
+    sims = [float(rows[500] @ rows[500 + d]) for d in (1, 4, 16, 256)]
+    assert sims == sorted(sims, reverse=True) and sims[0] > 0.8 and abs(sims[-1]) < 0.2
+    np.testing.assert_array_equal(rows, np.asarray(ordinal_loc_rows(cfg.text)))
+    np.testing.assert_array_equal(table[:start], np.asarray(plain["llm"]["embedder"]["input_embedding"])[:start])
+    pos = np.asarray(params["img"]["pos_embedding"])
+    assert pos.shape == (1, cfg.vision.num_patches, cfg.vision.width)
+    np.testing.assert_array_equal(pos, np.asarray(sincos_positions(cfg.vision.grid, cfg.vision.width)))
+    grid = cfg.vision.grid
+    assert np.allclose(pos[0, 0, :cfg.vision.width // 4], 0.0)  # sin(0) for the first row's y features
+    assert len({tuple(np.round(p, 5)) for p in pos[0]}) == grid * grid  # every patch is told apart

@@ -1,0 +1,97 @@
+"""Reproduce the trained model that ships in `pg2edge/assets/`: suite, float run, QAT run, test metrics.
+
+    .venv/bin/python benchmarks/train_shipped_model.py [--work /tmp/pg2edge-train]
+
+Every step is a plain `pg2edge` command (recorded verbatim in each model's
+training.json), so the same model can be rebuilt by hand:
+
+1. `pg2edge tasks` writes the suite (the seed, size and resolution below);
+2. `pg2edge finetune --size mini --random-init` trains the float model;
+3. `pg2edge finetune --checkpoint <float run> --qat int4` fine-tunes it through the int4 fake-quant;
+4. `pg2edge eval` scores both on the test split.
+Then params.npz, tokenizer.model, config.json and training.json are copied into
+pg2edge/assets/<name>/ (written to a temp dir, then renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
+SUITE = {"n": 8000, "seed": 0, "res": 112}
+FLOAT_RUN = ["--size", "mini", "--res", "112", "--random-init", "--steps", "2000", "--batch", "32", "--lr", "2e-3",
+             "--warmup", "0.05", "--max-text-len", "48", "--log-every", "50", "--save-every", "500"]
+QAT_RUN = ["--qat", "int4", "--steps", "300", "--batch", "32", "--lr", "3e-4", "--warmup", "0.1",
+           "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
+
+
+def pg2edge(*args: str) -> tuple[str, float]:
+    """Run one pg2edge command; (its command line, seconds)."""
+    cmd = [str(Path(sys.executable).with_name("pg2edge")), *args]
+    line = "pg2edge " + shlex.join(args)
+    print(f"$ {line}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return line, time.perf_counter() - t0
+
+
+def evaluate(run: Path, test: Path) -> tuple[str, dict]:
+    """Test-split metrics of a finetune output dir (the float JAX model)."""
+    out = run / "test_metrics.json"
+    line, _ = pg2edge("eval", str(run), "--data", str(test), "--batch", "32", "--max-new-tokens", "48",
+                      "--json", str(out))
+    return line, json.loads(out.read_text())
+
+
+def install(run: Path, name: str, record: dict) -> Path:
+    """Copy a run's model files and its record into pg2edge/assets/<name>/ atomically."""
+    dest = ASSETS / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=ASSETS))
+    for file in ("params.npz", "tokenizer.model", "config.json"):
+        shutil.copy2(run / file, tmp / file)
+    (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
+
+
+def main() -> None:
+    """Suite, float run, QAT run, evaluation, install."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-train")
+    ap.add_argument("--name", default="mini-112")
+    args = ap.parse_args()
+    work = args.work
+    suite = work / "suite"
+    commands: list[str] = []
+    if not (suite / "meta.json").exists():
+        commands.append(pg2edge("tasks", "--out", str(suite), "--n", str(SUITE["n"]), "--seed", str(SUITE["seed"]),
+                                "--res", str(SUITE["res"]))[0])
+    else:
+        commands.append(f"pg2edge tasks --out {suite} --n {SUITE['n']} --seed {SUITE['seed']} --res {SUITE['res']}")
+    float_dir, qat_dir = work / "float", work / "qat-int4"
+    line, float_s = pg2edge("finetune", *FLOAT_RUN, "--data", str(suite / "train.jsonl"), "--out", str(float_dir))
+    commands.append(line)
+    eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")
+    record = {"suite": SUITE, "commands": commands + [eval_line], "command": line, "train_seconds": round(float_s),
+              "test_metrics": float_metrics}
+    print("float:", install(float_dir, args.name, record))
+    qat_line, qat_s = pg2edge("finetune", "--checkpoint", str(float_dir), *QAT_RUN,
+                              "--data", str(suite / "train.jsonl"), "--out", str(qat_dir))
+    eval_line, qat_metrics = evaluate(qat_dir, suite / "test.jsonl")
+    qat_record = {"suite": SUITE, "commands": commands + [qat_line, eval_line], "command": qat_line,
+                  "train_seconds": round(qat_s), "test_metrics": qat_metrics, "from": args.name}
+    print("qat:", install(qat_dir, f"{args.name}-qat-int4", qat_record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Accuracy parity of every artifact of the shipped tiny model against the float JAX model.
+
+For f32 / int8 / int4 / mixed (from the shipped float model) and QAT-int4 (from the
+shipped QAT fine-tune), in ONNX and TFLite: logit cosine (mean, min), KL, top-1
+agreement along the JAX greedy path (teacher-forced), greedy exact match over the
+prompts, and each task metric's delta to the float JAX model, on held-out test
+images of the suite the model was trained on.
+
+`pg2edge bench` and `benchmarks/parity.py` call `run_parity`, then `write_results`
+(parity.json with a list `rows`, parity.md, parity.png).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pg2edge.bench.machine import machine_info
+from pg2edge.eval.datasets import load_suite
+from pg2edge.eval.parity import ParityTally
+from pg2edge.eval.predictors import JaxPredictor, decode_text, prompt_ids
+from pg2edge.eval.report import score_all
+from pg2edge.eval.scoring import LOWER_IS_BETTER
+from pg2edge.export.convert import ConvertOptions, convert
+from pg2edge.runtime.engine import Engine
+from pg2edge.shipped_model import DEFAULT_MODEL, QAT_MODEL, shipped_model
+from pg2edge.tasks.suite import split_indices, write_suite
+
+MAX_NEW_TOKENS = 48
+PREFILL = 16
+# (artifact name, convert --quant, shipped model it is converted from)
+ARTIFACTS = (("f32", "f32", DEFAULT_MODEL), ("int8", "int8", DEFAULT_MODEL), ("int4", "int4", DEFAULT_MODEL),
+             ("mixed", "mixed", DEFAULT_MODEL), ("qat-int4", "int4", QAT_MODEL))
+
+
+def reference(predictor: JaxPredictor, examples: list, batch: int = 16) -> list[tuple[list[int], np.ndarray]]:
+    """The float model's greedy tokens (up to and including <eos>) and the logits before each."""
+    from pg2edge.model import generate
+    from pg2edge.preprocess import load_image, preprocess
+
+    cfg, tok = predictor.cfg, predictor.tokenizer
+    out = []
+    for start in range(0, len(examples), batch):
+        rows = examples[start:start + batch]
+        pixels = np.stack([preprocess(load_image(ex.image), cfg.resolution, cfg.resize_filter) for ex in rows])
+        prompts = [prompt_ids(tok, ex.prefix) for ex in rows]
+        gen = generate(predictor.params, cfg, pixels, prompts, max_new_tokens=MAX_NEW_TOKENS,
+                       max_len=cfg.num_image_tokens + PREFILL + MAX_NEW_TOKENS, eos_id=tok.eos_id)
+        for i, tokens in enumerate(gen.tokens):
+            out.append((tokens, gen.logits[i, :len(tokens)]))
+    return out
+
+
+def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_metrics: dict) -> dict:
+    """Parity figures and task metrics of one artifact (bundle + backend) against the reference."""
+    engine = Engine(bundle, backend=backend)
+    tally, texts = ParityTally(), []
+    t0 = time.perf_counter()
+    for ex, (ref_tokens, ref_logits) in zip(examples, ref):
+        result = engine.generate(ex.image, ex.prefix, max_new_tokens=MAX_NEW_TOKENS)
+        tally.add(ref_logits, engine.score(ex.image, ex.prefix, ref_tokens), ref_tokens, result.tokens)
+        texts.append(decode_text(engine.tokenizer, result.tokens))
+    metrics, _, primary, _ = score_all(examples, texts)
+    delta = {task: metrics[task][primary[task]] - ref_metrics[task][primary[task]] for task in metrics}
+    return {**tally.summary(), "task_metrics": {t: metrics[t][primary[t]] for t in metrics},
+            "task_metric_delta": delta, "seconds": time.perf_counter() - t0}
+
+
+def markdown(result: dict) -> str:
+    """parity.md: one row per artifact; task deltas in points (x100), cer: lower is better."""
+    tasks = list(result["reference"]["task_metrics"])
+    head = ["artifact", "format", "quant", "top-1", "greedy exact", "KL", "cos mean", "cos min",
+            *(f"Δ {t}" for t in tasks)]
+    lines = [f"Shipped model `{result['model']}`: {result['examples']} examples on {result['images']} held-out "
+             f"test images; reference = float JAX model. Task deltas are metric points (x100); "
+             f"for {', '.join(sorted(LOWER_IS_BETTER))} lower is better.", "",
+             "Reference task metrics (float JAX): " + ", ".join(
+                 f"{t} {result['reference']['primary'][t]} {v:.3f}" for t, v in result["reference"]
+                 ["task_metrics"].items()), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        cells = [r["artifact"], r["format"], r["quant"], f"{r['top1_agreement']:.4f}",
+                 f"{r['greedy_exact_match']:.3f}", f"{r['kl']:.2e}", f"{r['cosine_mean']:.5f}",
+                 f"{r['cosine_min']:.5f}", *(f"{100 * r['task_metric_delta'][t]:+.1f}" for t in tasks)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Top-1 agreement and greedy exact match per artifact, ONNX and TFLite side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    labels = [f"{r['format']}\n{r['artifact']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    ax.bar(x - 0.2, [r["top1_agreement"] for r in rows], 0.4, label="top-1 agreement (teacher-forced)")
+    ax.bar(x + 0.2, [r["greedy_exact_match"] for r in rows], 0.4, label="greedy exact match")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(min(0.5, min(min(r["top1_agreement"], r["greedy_exact_match"]) for r in rows) - 0.05), 1.01)
+    ax.set_title(f"{result['model']}: agreement with the float JAX model")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
+               artifacts: tuple[tuple[str, str, str], ...] = ARTIFACTS, log=print) -> dict:
+    """Convert every artifact, compare it with the float JAX model on held-out images; the result dict."""
+    float_model = shipped_model(DEFAULT_MODEL)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pg2edge-parity-") as tmp:
+        tmp = Path(tmp)
+        suite = write_suite(tmp / "heldout", float_model.suite,
+                            only=split_indices(float_model.suite, "test", limit=images))
+        examples = load_suite(suite.out / "test.jsonl")
+        predictor = JaxPredictor.from_checkpoint(float_model.path)
+        ref = reference(predictor, examples)
+        ref_texts = [decode_text(predictor.tokenizer, tokens) for tokens, _ in ref]
+        ref_metrics, _, primary, _ = score_all(examples, ref_texts)
+        result = {"model": float_model.name, "images": images, "examples": len(examples),
+                  "max_new_tokens": MAX_NEW_TOKENS, "machine": machine_info(),
+                  "reference": {"task_metrics": {t: ref_metrics[t][primary[t]] for t in ref_metrics},
+                                "primary": primary}, "rows": []}
+        for name, quant, model_name in artifacts:
+            model = shipped_model(model_name)
+            bundle = tmp / name
+            t0 = time.perf_counter()
+            convert(ConvertOptions(size=model.config.size, res=model.config.resolution, checkpoint=model.path,
+                                   formats=tuple(formats), quant=quant, out=bundle,
+                                   max_len=model.config.num_image_tokens + PREFILL + MAX_NEW_TOKENS,
+                                   prefill=(PREFILL,)))
+            convert_s = time.perf_counter() - t0
+            for fmt in formats:
+                row = artifact_rows(bundle, fmt, examples, ref, ref_metrics)
+                result["rows"].append({"artifact": f"{fmt}-{name}", "format": fmt, "quant": quant,
+                                       "source_model": model_name, "convert_s": convert_s, **row})
+                log(f"{fmt:>6} {name:<9} top1 {row['top1_agreement']:.4f} "
+                    f"exact {row['greedy_exact_match']:.3f} kl {row['kl']:.2e}")
+    result["seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def write_results(result: dict, out: Path, stem: str = "parity") -> list[Path]:
+    """`<stem>.json`, `<stem>.md` and `<stem>.png` under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.png"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
+    paths[1].write_text(markdown(result))
+    plot(result, paths[2])
+    return paths
