@@ -46,7 +46,7 @@ def pg2edge(*args: str) -> tuple[str, float]:
 def evaluate(run: Path, test: Path) -> tuple[str, dict]:
     """Test-split metrics of a finetune output dir (the float JAX model)."""
     out = run / "test_metrics.json"
-    line, _ = pg2edge("eval", str(run), "--data", str(test), "--batch", "32", "--max-new-tokens", "48",
+    line, _ = pg2edge("eval", str(run), "--data", str(test), "--limit", "1000", "--batch", "32", "--max-new-tokens", "48",
                       "--json", str(out))
     return line, json.loads(out.read_text())
 
