@@ -1,9 +1,10 @@
 """Model hyperparameters for every PaliGemma 2 variant pg2edge knows.
 
 Every other module takes a `ModelConfig`; nothing hard-codes a width. The
-published variants are 3B/10B/28B x 224/448/896; `tiny` variants keep the exact
-architecture (GQA, alternating local/global layers, soft-caps, the special-token
-layout at the end of the vocabulary) at widths that run in milliseconds.
+published variants are 3B/10B/28B x 224/448/896; `tiny` (tests) and `mini` (the
+shipped trained model) keep the exact architecture (GQA, alternating local/global
+layers, soft-caps, the special-token layout at the end of the vocabulary) at
+widths that run in milliseconds.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from onnx import helper
 from pg2edge.checkpoint.lazy import Lazy, LazyStack
 from pg2edge.export.onnx_graph import (NP_TO_ONNX, Const, Dyn, GraphBuilder, WeightFile,  # noqa: F401 (re-exported)
                                        WeightSink, weight_key)
+from pg2edge.export.onnx_kernels import KERNELS
 
 _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
                 "exp": "Exp", "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sqrt": "Sqrt", "neg": "Neg",
@@ -29,9 +30,6 @@ _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "
                 "and": "And", "or": "Or", "not": "Not"}
 _IDENTITY = {"stop_gradient", "copy", "copy_p", "optimization_barrier"}
 _CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat"}
-# Named calls of `pg2edge.model.layers` that one standard ONNX operator computes (opset >= 23);
-# anything else (or a call these do not fit, e.g. a non-float32 input) is inlined.
-_KERNELS = {"rms_norm": "k_rms_norm", "layer_norm": "k_layer_norm", "gelu_tanh": "k_gelu_tanh", "softmax": "k_softmax"}
 
 
 class Lowering:
@@ -119,8 +117,8 @@ class Lowering:
 
     def eqn(self, eqn, ins: list) -> list:
         name = eqn.primitive.name
-        if name in _CALLS and eqn.params.get("name") in _KERNELS and not all(isinstance(v, Const) for v in ins):
-            out = getattr(self, _KERNELS[eqn.params["name"]])(eqn, ins)
+        if name in _CALLS and eqn.params.get("name") in KERNELS and not all(isinstance(v, Const) for v in ins):
+            out = KERNELS[eqn.params["name"]](self.g, self.materialize, ins)
             if out is not None:
                 aval = eqn.outvars[0].aval
                 return [Dyn(out, tuple(aval.shape), np.dtype(aval.dtype))]
@@ -164,35 +162,6 @@ class Lowering:
         outs = outs if eqn.primitive.multiple_results else [outs]
         param = next((v.param for v in ins if v.param), None)
         return [Const(np.asarray(o), param) for o in outs]
-
-    # -- named calls as single operators --------------------------------------
-    @staticmethod
-    def _float32_dyn(x) -> bool:
-        return isinstance(x, Dyn) and x.dtype == np.float32
-
-    def k_rms_norm(self, eqn, ins) -> str | None:
-        """Gemma's `x * rsqrt(mean(x^2) + eps) * (1 + scale)` as one `RMSNormalization`."""
-        x, scale, eps = ins
-        if not (self._float32_dyn(x) and isinstance(scale, Const) and isinstance(eps, Const)):
-            return None
-        gamma = self.g.const((1.0 + scale.array().astype(np.float32)).astype(np.float32), scale.param or "scale")
-        return self.g.op("RMSNormalization", [x.name, gamma], axis=-1, epsilon=float(eps.array()), stash_type=1)
-
-    def k_layer_norm(self, eqn, ins) -> str | None:
-        """SigLIP's LayerNorm as one `LayerNormalization` (statistics in float32)."""
-        x, scale, bias, eps = ins
-        if not (self._float32_dyn(x) and all(isinstance(v, Const) for v in (scale, bias, eps))):
-            return None
-        return self.g.op("LayerNormalization", [x.name, self.materialize(scale), self.materialize(bias)], axis=-1,
-                         epsilon=float(eps.array()), stash_type=1)
-
-    def k_gelu_tanh(self, eqn, ins) -> str | None:
-        """The tanh-approximated GELU as one `Gelu(approximate="tanh")`."""
-        return self.g.op("Gelu", [ins[0].name], approximate="tanh") if self._float32_dyn(ins[0]) else None
-
-    def k_softmax(self, eqn, ins) -> str | None:
-        """Last-axis softmax as one `Softmax`."""
-        return self.g.op("Softmax", [ins[0].name], axis=-1) if self._float32_dyn(ins[0]) else None
 
     # -- matmuls and gathers --------------------------------------------------
     def dot_general(self, eqn, lhs, rhs) -> Dyn:
