@@ -126,7 +126,7 @@ _TEXT = {
     "tiny": TextConfig(width=64, depth=4, mlp_dim=128, num_heads=4, num_kv_heads=2,
                        head_dim=16, query_pre_attn_scalar=16, vocab_size=2048,
                        sliding_window=16),
-    # The smallest variant that learns the synthetic suite well: what pg2edge trains and ships.
+    # The variant pg2edge trains on its synthetic suite and ships (pg2edge/assets/mini-112).
     "mini": TextConfig(width=128, depth=4, mlp_dim=512, num_heads=4, num_kv_heads=2,
                        head_dim=32, query_pre_attn_scalar=32, vocab_size=2048,
                        sliding_window=32),

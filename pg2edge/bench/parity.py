@@ -113,12 +113,16 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
-               artifacts: tuple[tuple[str, str, str], ...] = ARTIFACTS, log=print) -> dict:
-    """Convert every artifact, compare it with the float JAX model on held-out images; the result dict."""
+               artifacts: tuple[tuple[str, str, str], ...] = ARTIFACTS, log=print,
+               workdir: Path | None = None) -> dict:
+    """Convert every artifact, compare it with the float JAX model on held-out images; the result dict.
+
+    Bundles go to `workdir/<artifact>` when given (callers reuse them), else to a temp dir.
+    """
     float_model = shipped_model(DEFAULT_MODEL)
     t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="pg2edge-parity-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="pg2edge-parity-") as scratch:
+        tmp = Path(workdir or scratch)
         suite = write_suite(tmp / "heldout", float_model.suite,
                             only=split_indices(float_model.suite, "test", limit=images))
         examples = load_suite(suite.out / "test.jsonl")

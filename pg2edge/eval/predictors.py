@@ -144,8 +144,7 @@ class JaxPredictor:
         discarded) fixes that length; short batches are filled to the largest batch
         seen by repeating their last example, and the cache length is rounded up to a
         multiple of `CACHE_STEP`. Rows are independent and spare cache slots masked,
-        so no real row's tokens change. The filler rows would keep `generate` going
-        after every real row has hit eos, so the token callback ends the call then.
+        so no real row's tokens change; `generate` stops once the real rows are done.
         """
         from pg2edge.model import generate
 
@@ -160,34 +159,9 @@ class JaxPredictor:
                            for ex in rows])
         pixels = np.concatenate([pixels, pixels[-1:]])
         max_len = self.cfg.num_image_tokens + -(-(text_len + max_new_tokens) // CACHE_STEP) * CACHE_STEP
-        tokens = _RealRows(len(batch), self.tokenizer.eos_id)
-        try:
-            generate(self.params, self.cfg, pixels, prompts, max_new_tokens=max_new_tokens, max_len=max_len,
-                     eos_id=self.tokenizer.eos_id, on_token=tokens.add)
-        except _AllDone:
-            pass
-        return [decode_text(self.tokenizer, ids) for ids in tokens.ids]
-
-
-class _AllDone(Exception):
-    """Raised from the token callback to end `generate` once every real row has emitted eos."""
-
-
-class _RealRows:
-    """Collects the real rows' tokens from `generate`'s `on_token(row, token)` callback."""
-
-    def __init__(self, n: int, eos_id: int):
-        self.ids: list[list[int]] = [[] for _ in range(n)]
-        self.eos_id, self._open = eos_id, n
-
-    def add(self, row: int, token: int) -> None:
-        if row >= len(self.ids):
-            return
-        self.ids[row].append(token)
-        if token == self.eos_id:
-            self._open -= 1
-            if self._open == 0:
-                raise _AllDone
+        out = generate(self.params, self.cfg, pixels, prompts, max_new_tokens=max_new_tokens, max_len=max_len,
+                       eos_id=self.tokenizer.eos_id, rows_that_count=len(batch))
+        return [decode_text(self.tokenizer, ids) for ids in out.tokens[:len(batch)]]
 
 
 def open_predictor(target: str | Path, backend: str | None = None, size: str | None = None,

@@ -57,8 +57,13 @@ def pad_prompts(prompts: Sequence[Sequence[int]], length: int | None = None) -> 
 
 def generate(params: dict, cfg: ModelConfig, pixels_bhwc: np.ndarray, prompts: Sequence[Sequence[int]],
              max_new_tokens: int = 32, max_len: int = 1024, sampling: SamplingConfig = SamplingConfig(),
-             eos_id: int = EOS_ID, on_token: Callable[[int, int], None] | None = None) -> Generation:
-    """Generate up to `max_new_tokens` per image+prompt (prompt ids include <bos> ... "\\n")."""
+             eos_id: int = EOS_ID, on_token: Callable[[int, int], None] | None = None,
+             rows_that_count: int | None = None) -> Generation:
+    """Generate up to `max_new_tokens` per image+prompt (prompt ids include <bos> ... "\\n").
+
+    `rows_that_count=n` treats rows n.. as shape padding: the loop ends once the
+    first n rows are finished (callers pad batches to few compiled shapes).
+    """
     ids, lens = pad_prompts(prompts)
     logits, cache = _prefill(params, cfg, jnp.asarray(pixels_bhwc), jnp.asarray(ids),
                              jnp.asarray(lens), max_len)
@@ -81,7 +86,7 @@ def generate(params: dict, cfg: ModelConfig, pixels_bhwc: np.ndarray, prompts: S
                     reasons[row] = "eos"
                 elif pos[row] >= max_len:
                     reasons[row] = "cache_full"
-        if all(r is not None for r in reasons) or len(step_logits) == max_new_tokens:
+        if all(r is not None for r in reasons[:rows_that_count]) or len(step_logits) == max_new_tokens:
             break
         safe_pos = np.minimum(pos, max_len - 1).astype(np.int32)
         logits, cache = _decode(params, cfg, jnp.asarray(tok), jnp.asarray(safe_pos), cache)

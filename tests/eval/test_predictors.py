@@ -9,7 +9,7 @@ import pytest
 
 from pg2edge.config import ConfigError, config_to_dict, get_config
 from pg2edge.eval import BundlePredictor, JaxPredictor, is_bundle, load_suite, open_predictor
-from pg2edge.eval.predictors import _AllDone, _RealRows, checkpoint_files, decode_text, prompt_ids
+from pg2edge.eval.predictors import checkpoint_files, decode_text, prompt_ids
 from pg2edge.tokenizer import build_synthetic_tokenizer
 
 from .conftest import MAX_NEW_TOKENS
@@ -55,11 +55,15 @@ def test_short_batches_and_the_shape_row_change_no_row(suite_dir, tiny_checkpoin
     assert decode_text(jax_predictor.tokenizer, ids) == "a red circle"
 
 
-def test_real_rows_end_generation_once_every_real_row_has_eos():
-    rows = _RealRows(2, eos_id=1)
-    rows.add(0, 5)
-    rows.add(1, 1)
-    rows.add(2, 7)  # a filler row: ignored
-    with pytest.raises(_AllDone):
-        rows.add(0, 1)
-    assert rows.ids == [[5, 1], [1]]
+def test_generate_stops_when_the_rows_that_count_are_done(tiny_cfg, tiny_params, tiny_pixels):
+    """Padding rows (shape fillers) neither change the real rows' tokens nor keep the loop going."""
+    from pg2edge.model import generate
+
+    prompts = [[2, 300, 301, 108], [2, 400, 108]]
+    alone = generate(tiny_params, tiny_cfg, tiny_pixels[:1], prompts[:1], max_new_tokens=12, max_len=64,
+                     eos_id=1000)
+    eos = alone.tokens[0][3]  # pretend the real row's 4th token is <eos>
+    padded = generate(tiny_params, tiny_cfg, tiny_pixels, prompts, max_new_tokens=12, max_len=64, eos_id=eos,
+                      rows_that_count=1)
+    assert padded.tokens[0] == alone.tokens[0][:alone.tokens[0].index(eos) + 1]
+    assert padded.logits.shape[1] == len(padded.tokens[0])  # stopped with the real row, not at the budget
