@@ -13,22 +13,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from pg2edge.eval.example import EvalExample
 from pg2edge.eval.predictors import Predictor
 from pg2edge.tasks.errors import DataError
 from pg2edge.eval.scoring import LOWER_IS_BETTER, primary_metric, score_task
+from pg2edge.progress import Progress
 
 STAGE = "eval"
-
-
-class Progress(Protocol):
-    """Where `evaluate` reports progress (the CLI draws a rich bar; `convert`'s protocol)."""
-
-    def stage(self, name: str, total: int) -> None: ...
-
-    def advance(self, name: str, detail: str = "") -> None: ...
 
 
 @dataclass

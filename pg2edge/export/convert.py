@@ -12,7 +12,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
+from pg2edge.progress import Progress
 
 FORMATS = ("onnx", "tflite")
 QUANTS = ("f32", "int8", "int4", "mixed")
@@ -181,14 +181,6 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
         "parts": {p.name: _io(p) for p in parts},
         "backends": backends,
     }
-
-
-class Progress(Protocol):
-    """Where convert reports its stages (the CLI draws rich progress bars)."""
-
-    def stage(self, name: str, total: int) -> None: ...
-
-    def advance(self, name: str, detail: str = "") -> None: ...
 
 
 class _Silent:
