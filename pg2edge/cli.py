@@ -99,7 +99,8 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
               help="comma list of prompt-token buckets (after the image tokens)")
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 @click.option("--force", is_flag=True, help="replace an existing --out")
-@click.option("--report", is_flag=True, help="write quant_report.json/.md (per-tensor error)")
+@click.option("--report", is_flag=True,
+              help="write quant_report.json/.md: per-tensor weight error and output error on a calibration batch")
 @_one_line_errors
 def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, accuracy_level,
             max_len, prefill,
@@ -126,6 +127,8 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
         table.add_row(row["format"], row["quant"], ", ".join(row["files"]), f"{row['bytes'] / 2**20:.1f}",
                       f"{row['seconds']:.1f}")
     Console().print(table)
+    for note in result.notes:
+        click.echo(note, err=True)
 
 
 class _RichProgress:

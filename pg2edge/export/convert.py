@@ -93,6 +93,7 @@ class ConvertResult:
     out: Path
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 def resolve_finetune_dir(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ConvertOptions, ModelConfig]:
@@ -238,14 +239,30 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
             backends["tflite"] = files
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
         if opts.report:
-            from pg2edge.quantize.report import error_report, write_report
-
             progress.stage("quant report", 1)
-            write_report(error_report(flatten(params), recipe), tmp)
+            result.notes += _write_quant_report(cfg, opts, tok, params, recipe, tmp)
             progress.advance("quant report")
         write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _write_quant_report(cfg: ModelConfig, opts: ConvertOptions, tok: Tokenizer, params: dict, recipe,
+                        out: Path) -> list[str]:
+    """quant_report.{json,md}: weight error per tensor, plus output error on the calibration batch if it fits."""
+    from pg2edge.export.report_calibration import MAX_FLOAT_BYTES, calibration_output_errors, float_bytes
+    from pg2edge.quantize.calibration import annotate_output_errors
+    from pg2edge.quantize.report import error_report, write_report
+
+    rows = error_report(flatten(params), recipe)
+    if float_bytes(cfg) > MAX_FLOAT_BYTES:
+        write_report(rows, out)
+        return [f"quant report: output errors skipped ({float_bytes(cfg) / 2**30:.1f} GB of float weights "
+                f"> {MAX_FLOAT_BYTES / 2**30:.0f} GB for the calibration pass); weight errors written"]
+    split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
+    errors = calibration_output_errors(cfg, split, tok, _materialized(params), recipe)
+    write_report(annotate_output_errors(rows, errors), out)
+    return []
 
 
 def _vae_parts(opts: ConvertOptions) -> list[tuple[Part, dict]]:

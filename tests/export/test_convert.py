@@ -30,6 +30,11 @@ def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
     rows = report if isinstance(report, list) else report["rows"]
     decoder = [r for r in rows if r["name"].startswith("llm/layers/")]
     assert decoder and all(r["scheme"].startswith("int4") and 0 < r["rel_error"] < 0.2 for r in decoder)
+    # output error on the calibration batch: every quantized matmul weight the parts multiply by
+    measured = {r["name"]: r["output_rel_error"] for r in rows if "output_rel_error" in r}
+    assert set(measured) == {r["name"] for r in rows if r["scheme"] != "f32"}
+    assert all(0 < e < 0.5 for e in measured.values())
+    assert "output_rel_error" in (out / "quant_report.md").read_text().splitlines()[0]
     again = _convert("--size", "tiny", "--random-init", "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
     forced = _convert("--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "8", "--out", str(out),

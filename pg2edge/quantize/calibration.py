@@ -1,0 +1,130 @@
+"""Output error of each quantized weight on a calibration batch, measured inside the real model graph.
+
+The relative weight error says how far the codes are from the weight; what a
+user cares about is how far each matmul's *output* moves. Here the model's
+own function is traced once to a jaxpr and evaluated on the calibration
+inputs with the float and the fake-quantized weights side by side: every
+value computed from weights alone is carried as a (float, quantized) pair,
+and at every matmul of an activation with such a weight both products are
+taken with the same float activation. So each weight's error is measured in
+isolation (no upstream quantization noise) and on the inputs it really sees,
+without re-implementing a layer.
+
+    output_rel_error(param) = ||X W_q - X W|| / ||X W||, summed over every
+    matmul the parameter feeds (all layers of a stacked weight) and the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Callable, Sequence
+
+import jax
+import jax.extend.core as jex
+import numpy as np
+
+from pg2edge.param_layout import flatten, unflatten
+from pg2edge.quantize.recipes import Recipe, fake_quant_params
+
+_INLINE = ("jit", "pjit", "closed_call", "core_call")
+
+
+class _Weight:
+    """A value computed from parameters alone: float and fake-quantized versions, and which params it came from."""
+
+    __slots__ = ("f", "q", "sources")
+
+    def __init__(self, f, q, sources: frozenset[str]):
+        self.f, self.q, self.sources = f, q, sources
+
+
+def _bind(eqn: jex.JaxprEqn, vals: list) -> list:
+    out = eqn.primitive.bind(*vals, **eqn.primitive.get_bind_params(eqn.params))
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+class _Tally:
+    """Squared output error and squared output norm per parameter name."""
+
+    def __init__(self) -> None:
+        self.err2: dict[str, float] = defaultdict(float)
+        self.norm2: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, y: jax.Array, y_q: jax.Array) -> None:
+        y64 = np.asarray(y, np.float64)
+        diff = np.asarray(y_q, np.float64) - y64
+        self.err2[name] += float(np.vdot(diff, diff))
+        self.norm2[name] += float(np.vdot(y64, y64))
+
+    def relative(self) -> dict[str, float]:
+        return {n: math.sqrt(self.err2[n] / self.norm2[n]) if self.norm2[n] else 0.0 for n in self.err2}
+
+
+def _eval(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence, tally: _Tally) -> list:
+    """Evaluate `jaxpr`, carrying `_Weight` pairs for weight-only values and tallying weight matmuls."""
+    env: dict = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        vals = [read(v) for v in eqn.invars]
+        if eqn.primitive.name in _INLINE:
+            closed = eqn.params["jaxpr"]
+            outs = _eval(closed.jaxpr, closed.consts, vals, tally)
+        elif any(isinstance(x, _Weight) for x in vals):
+            outs = _eval_weighted(eqn, vals, tally)
+        else:
+            outs = _bind(eqn, vals)
+        env.update((v, x) for v, x in zip(eqn.outvars, outs) if not isinstance(v, jex.DropVar))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _eval_weighted(eqn: jex.JaxprEqn, vals: list, tally: _Tally) -> list:
+    """An equation with a weight-derived input: a weight matmul, or more work on weights alone."""
+    weights = [x for x in vals if isinstance(x, _Weight)]
+    if len(weights) == len(vals) or (eqn.primitive.name != "dot_general" and
+                                     all(isinstance(x, _Weight) or np.ndim(x) == 0 for x in vals)):
+        # still weights only (a layer slice, a reshape, 1 + scale): keep both versions
+        f = _bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
+        q = _bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
+        sources = frozenset().union(*(w.sources for w in weights))
+        return [_Weight(a, b, sources) for a, b in zip(f, q)]
+    y = _bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
+    if eqn.primitive.name == "dot_general" and len(weights) == 1 and len(weights[0].sources) == 1:
+        y_q = _bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
+        tally.add(next(iter(weights[0].sources)), y[0], y_q[0])
+    return y  # activations continue in float: later weights see float inputs
+
+
+def output_errors(fn: Callable, params: dict, recipe: Recipe, batches: Sequence[Sequence[np.ndarray]]
+                  ) -> dict[str, float]:
+    """{param name: relative output error} of `fn(params, *batch)`'s weight matmuls under `recipe`, over all batches.
+
+    Only parameters the recipe quantizes and that feed a matmul with an
+    activation appear (an embedding lookup is a gather, not a matmul; a tied
+    table is measured through the LM head).
+    """
+    flat = {k: np.asarray(v, np.float32) for k, v in flatten(params).items()}
+    quant = fake_quant_params(flat, recipe)
+    changed = {k for k in flat if quant[k] is not flat[k]}
+    names = sorted(flat)
+    closed = jax.make_jaxpr(lambda p, *xs: fn(unflatten(p), *xs))(dict(zip(names, (flat[n] for n in names))),
+                                                                  *batches[0])
+    leaves = [_Weight(flat[n], quant[n], frozenset([n])) for n in names]  # dict leaves come sorted by key
+    tally = _Tally()
+    with jax.ensure_compile_time_eval():
+        for batch in batches:
+            _eval(closed.jaxpr, closed.consts, leaves + [np.asarray(x) for x in batch], tally)
+    return {n: e for n, e in tally.relative().items() if n in changed}
+
+
+def annotate_output_errors(rows: list[dict], errors: dict[str, float]) -> list[dict]:
+    """Add `output_rel_error` to the report rows it was measured for (the report shows the column)."""
+    for row in rows:
+        if row["name"] in errors:
+            row["output_rel_error"] = errors[row["name"]]
+    return rows
