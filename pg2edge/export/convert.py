@@ -18,6 +18,7 @@ import numpy as np
 from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
+from pg2edge.export.stages import STAGE_BYTES, table_bytes
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 from pg2edge.progress import Progress
@@ -48,6 +49,7 @@ class ConvertOptions:
     prefill: tuple[int, ...] = (512,)
     force: bool = False
     report: bool = False
+    stage_bytes: int = STAGE_BYTES  # TFLite: float32 weight bytes per staged file (bounds converter memory)
 
     def validate(self) -> ModelConfig:
         """Check every option before any work; returns the variant's config."""
@@ -224,19 +226,8 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
             backends["onnx"] = {name: f"onnx/{info.path.name}" for name, info in infos.items()}
             result.rows.append(_row("onnx", opts.quant, tmp / "onnx", time.perf_counter() - t0))
         if "tflite" in opts.formats:
-            from pg2edge.export.tflite import export_tflite
-
-            params = _materialized(params)
             t0 = time.perf_counter()
-            (tmp / "tflite").mkdir()
-            files = {}
-            progress.stage("tflite: trace, convert, quantize", len(parts) + len(extra))
-            for part, part_params, part_recipe in [(p, params, recipe) for p in parts] + \
-                    [(p, pp, None) for p, pp in extra]:
-                export_tflite(part, part_params, tmp / "tflite" / f"{part.name}.tflite", part_recipe)
-                files[part.name] = f"tflite/{part.name}.tflite"
-                progress.advance("tflite: trace, convert, quantize", part.name)
-            backends["tflite"] = files
+            backends["tflite"] = _export_tflite_stages(cfg, opts, params, recipe, extra, tmp / "tflite", progress)
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
         if opts.report:
             progress.stage("quant report", 1)
@@ -245,6 +236,48 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
         write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, recipe, extra: list,
+                          out: Path, progress: Progress) -> dict:
+    """The staged TFLite files (`stages.py`), one at a time with only its own weights in memory."""
+    from pg2edge.export.stages import plan_stages
+    from pg2edge.export.tflite import export_tflite
+
+    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
+    out.mkdir()
+    stage = "tflite: trace, convert, quantize"
+    progress.stage(stage, len(plan.files) + len(extra))
+    for file in plan.files:
+        if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
+            _export_wide_table(cfg, opts, file, params, recipe, out)
+        else:
+            export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+        progress.advance(stage, file.name)
+    entries: dict = {part: {"stages": [[f"tflite/{name}.tflite", signature] for name, signature in stages]}
+                     for part, stages in plan.pipelines.items()}
+    for part, part_params in extra:
+        export_tflite(part, part_params, out / f"{part.name}.tflite", None)
+        entries[part.name] = f"tflite/{part.name}.tflite"
+        progress.advance(stage, part.name)
+    return entries
+
+
+def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path) -> None:
+    """The table file converted at a stand-in vocabulary and widened (`tflite_vocab`): the converter never
+    holds the full table."""
+    from pg2edge.export.stages import plan_stages
+    from pg2edge.export.tflite import export_tflite, export_wide_table
+    from pg2edge.export.tflite_vocab import small_config, small_vocab, table_parts_dims
+
+    split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
+    small = small_vocab(cfg, table_parts_dims(file.parts))
+    if small >= cfg.text.vocab_size:  # a small vocabulary converts as it is
+        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+        return
+    small_file = next(f for f in plan_stages(small_config(cfg, small), split, opts.stage_bytes).files
+                      if f.name == file.name)
+    export_wide_table(file.parts, small_file.parts, small, file.params(params), out / f"{file.name}.tflite", recipe)
 
 
 def _write_quant_report(cfg: ModelConfig, opts: ConvertOptions, tok: Tokenizer, params: dict, recipe,

@@ -69,7 +69,8 @@ class SplitConfig:
                                   f"must be < --max-len {self.max_len}")
 
 
-def _kv_specs(cfg: ModelConfig, prefix: str, batch: int, length: int) -> tuple[TensorSpec, ...]:
+def kv_specs(cfg: ModelConfig, prefix: str, batch: int, length: int) -> tuple[TensorSpec, ...]:
+    """`<prefix>k_i` then `<prefix>v_i` for every layer i: [batch, num_kv_heads, length, head_dim]."""
     t = cfg.text
     shape = (batch, t.num_kv_heads, length, t.head_dim)
     return tuple(TensorSpec(f"{prefix}{kind}_{i}", shape, "float32")
@@ -92,8 +93,7 @@ def prefill_part(cfg: ModelConfig, split: SplitConfig, text_len: int) -> Part:
     b, n_img, total = split.batch, cfg.num_image_tokens, cfg.num_image_tokens + text_len
 
     def fn(params, image_embeds, tokens, valid_len):
-        txt = paligemma.embed(params, cfg, tokens)
-        x = jnp.concatenate([image_embeds.astype(txt.dtype), txt], axis=1)
+        x = paligemma.prompt_embeddings(params, cfg, image_embeds, tokens)
         logits, chunk = paligemma.prefill(params, cfg, x, valid_len)
         return (logits, *(a.astype(jnp.float32) for a in chunk.k + chunk.v))
 
@@ -101,7 +101,7 @@ def prefill_part(cfg: ModelConfig, split: SplitConfig, text_len: int) -> Part:
               TensorSpec("tokens", (b, text_len), "int32"),
               TensorSpec("valid_len", (b,), "int32"))
     outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"),
-               *_kv_specs(cfg, "new_", b, total))
+               *kv_specs(cfg, "new_", b, total))
     return Part(f"prefill_{text_len}", fn, inputs, outputs)
 
 
@@ -115,8 +115,8 @@ def decode_part(cfg: ModelConfig, split: SplitConfig) -> Part:
         return (logits, *(a.astype(jnp.float32) for a in chunk.k + chunk.v))
 
     inputs = (TensorSpec("token", (b,), "int32"), TensorSpec("pos", (b,), "int32"),
-              *_kv_specs(cfg, "", b, split.max_len))
-    outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *_kv_specs(cfg, "new_", b, 1))
+              *kv_specs(cfg, "", b, split.max_len))
+    outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *kv_specs(cfg, "new_", b, 1))
     return Part("decode", fn, inputs, outputs)
 
 

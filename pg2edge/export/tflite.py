@@ -4,9 +4,10 @@
             -> GATHER_ND of the embedding table as EMBEDDING_LOOKUP               [tflite_rewrite]
     quant:  ai-edge-quantizer on the float flatbuffer, reference codes written in [tflite_quant]
 
-The file has one signature, keyed by `part.name`, whose input and output names
-are the part's `TensorSpec` names: the runtime calls
-`Interpreter(path).get_signature_runner(part.name)(**inputs)`.
+A file has one signature per part given, keyed by `part.name`, whose input
+and output names are the part's `TensorSpec` names: the runtime calls
+`Interpreter(path).get_signature_runner(part.name)(**inputs)`. Several parts
+in one file (a staged export's prefill buckets and decode) share weights.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from pg2edge.export.split import Part
-from pg2edge.export.tflite_convert import TFLiteExportError, convert_float
+from pg2edge.export.tflite_convert import TFLiteExportError, as_parts, convert_float
 from pg2edge.export.tflite_flatbuffer import (
     op_histogram,
     read_weight_dtypes,
@@ -39,7 +43,7 @@ class TFLiteInfo:
     """What was written: size, ops, dtypes, and how each weight was stored."""
 
     path: Path
-    signature: str
+    signature: str  # the first (or only) signature
     size_bytes: int
     op_histogram: dict[str, int]
     tensor_dtypes: dict[str, int]  # dtype -> number of tensors
@@ -58,13 +62,13 @@ class TFLiteInfo:
         }
 
 
-def float_tflite(part: Part, params: dict) -> bytes:
-    """The part as a float flatbuffer, its embedding gathers as (quantizable) EMBEDDING_LOOKUPs."""
+def float_tflite(part: Part | Sequence[Part], params: dict) -> bytes:
+    """The part(s) as a float flatbuffer, embedding gathers as (quantizable) EMBEDDING_LOOKUPs."""
     return gathers_to_embedding_lookups(convert_float(part, params))
 
 
-def tflite_bytes(part: Part, params: dict, recipe: Recipe | None = None, float_model: bytes | None = None
-                 ) -> tuple[bytes, tuple[WeightPlan, ...]]:
+def tflite_bytes(part: Part | Sequence[Part], params: dict, recipe: Recipe | None = None,
+                 float_model: bytes | None = None) -> tuple[bytes, tuple[WeightPlan, ...]]:
     """The part's flatbuffer (quantized per `recipe`, float if None) and its weight plan.
 
     `float_model` is `float_tflite(part, params)` when the caller already has it
@@ -72,9 +76,9 @@ def tflite_bytes(part: Part, params: dict, recipe: Recipe | None = None, float_m
     """
     if float_model is None:
         float_model = float_tflite(part, params)
-    elif signature_keys(float_model) != [part.name]:
+    elif sorted(signature_keys(float_model)) != sorted(p.name for p in as_parts(part)):
         raise TFLiteExportError(f"float model has signatures {signature_keys(float_model)}, "
-                                f"not the part {part.name!r}")
+                                f"not the parts {[p.name for p in as_parts(part)]}")
     plans = plan_weights(float_model, params, recipe)
     return quantize_flatbuffer(float_model, plans, params), plans
 
@@ -93,7 +97,7 @@ def _write_atomic(data: bytes, path: Path) -> None:
         raise
 
 
-def export_tflite(part: Part, params: dict, out_path: str | Path, recipe: Recipe | None = None,
+def export_tflite(part: Part | Sequence[Part], params: dict, out_path: str | Path, recipe: Recipe | None = None,
                   float_model: bytes | None = None) -> TFLiteInfo:
     """Convert `part` with `params` as constants into one `.tflite` (weights per `recipe`), atomically."""
     start = time.perf_counter()
@@ -101,7 +105,31 @@ def export_tflite(part: Part, params: dict, out_path: str | Path, recipe: Recipe
     if not path.parent.is_dir():
         raise TFLiteExportError(f"{path}: output directory {path.parent} does not exist")
     data, plans = tflite_bytes(part, params, recipe, float_model)
+    return _written(data, plans, path, as_parts(part)[0].name, start)
+
+
+def _written(data: bytes, plans: tuple[WeightPlan, ...], path: Path, signature: str, start: float) -> TFLiteInfo:
+    """Write the file atomically and describe it."""
     _write_atomic(data, path)
-    return TFLiteInfo(path=path, signature=part.name, size_bytes=len(data), op_histogram=op_histogram(data),
+    return TFLiteInfo(path=path, signature=signature, size_bytes=len(data), op_histogram=op_histogram(data),
                       tensor_dtypes=tensor_dtypes(data), weight_dtypes=dict(Counter(w.dtype for w in read_weights(data))),
                       weights=plans, seconds=time.perf_counter() - start)
+
+
+def export_wide_table(parts: Sequence[Part], small_parts: Sequence[Part], small: int, params: dict,
+                      out_path: str | Path, recipe: Recipe | None = None) -> TFLiteInfo:
+    """The tied-table file (`stages.table` parts) at full vocabulary, converted at `small` rows (`tflite_vocab`).
+
+    `small_parts` are the same signatures built for a `small`-row table;
+    `params` holds the full table and the final norm.
+    """
+    from pg2edge.export.tflite_vocab import widen_table_file
+
+    start = time.perf_counter()
+    path = Path(out_path)
+    table = params["llm"]["embedder"]["input_embedding"]
+    small_params = {"llm": {"embedder": {"input_embedding": np.array(table[:small])},
+                            "final_norm": params["llm"]["final_norm"]}}
+    data, plans = tflite_bytes(small_parts, small_params, recipe)
+    data = widen_table_file(data, plans, small, params)
+    return _written(data, plans, path, as_parts(parts)[0].name, start)

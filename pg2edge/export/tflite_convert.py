@@ -112,8 +112,8 @@ def bind_weights(part: Part, params: dict) -> Callable[..., tuple]:
     return fn
 
 
-def _tf_module(part: Part, fn: Callable[..., tuple]):
-    """A tf.Module whose one tf.function takes and returns the part's named tensors."""
+def _tf_function(part: Part, fn: Callable[..., tuple]):
+    """One tf.function that takes and returns the part's named tensors."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
@@ -124,21 +124,35 @@ def _tf_module(part: Part, fn: Callable[..., tuple]):
         outs = tf_fn(*inputs)
         return {n: o for n, o in zip(names, outs)}
 
-    module = tf.Module()
     signature = [tf.TensorSpec(s.shape, tf.dtypes.as_dtype(s.dtype), name=s.name) for s in part.inputs]
-    module.run = tf.function(named, input_signature=signature, autograph=False)
-    return module
+    return tf.function(named, input_signature=signature, autograph=False)
 
 
-def convert_float(part: Part, params: dict) -> bytes:
-    """The part as a float32 TFLite flatbuffer with one signature named `part.name`."""
+def as_parts(parts: Part | Sequence[Part]) -> tuple[Part, ...]:
+    """One part or several (the signatures of one file)."""
+    return (parts,) if isinstance(parts, Part) else tuple(parts)
+
+
+def convert_float(parts: Part | Sequence[Part], params: dict) -> bytes:
+    """The parts as one float32 TFLite flatbuffer with a signature per part (named `part.name`).
+
+    The signatures share their weights: the converter stores a constant used
+    by several of them once.
+    """
     import tensorflow as tf
 
-    module = _tf_module(part, bind_weights(part, params))
-    concrete = module.run.get_concrete_function()
+    parts = as_parts(parts)
+    module = tf.Module()
+    signatures = {}
+    for i, part in enumerate(parts):
+        fn = _tf_function(part, bind_weights(part, params))
+        setattr(module, f"signature_{i}", fn)
+        signatures[part.name] = fn.get_concrete_function()
+    names = ", ".join(p.name for p in parts)
     with tempfile.TemporaryDirectory(prefix="pg2edge-tflite-") as saved:
-        tf.saved_model.save(module, saved, signatures={part.name: concrete})
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[part.name])
+        tf.saved_model.save(module, saved, signatures=signatures)
+        del module, signatures
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[p.name for p in parts])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         # no per-channel MUL folded into FULLY_CONNECTED weights: they must stay parameter matrices
         # (up to a folded scalar, e.g. the LM head's soft-cap 1/30) to be mapped and quantized exactly
@@ -146,4 +160,4 @@ def convert_float(part: Part, params: dict) -> bytes:
         try:
             return bytes(converter.convert())
         except Exception as e:  # the converter raises many types; report the part
-            raise TFLiteExportError(f"TFLite conversion of part {part.name!r} failed: {e}") from e
+            raise TFLiteExportError(f"TFLite conversion of {names} failed: {e}") from e

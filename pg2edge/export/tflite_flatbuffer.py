@@ -52,12 +52,13 @@ def load(source: Source) -> bytes | bytearray | memoryview | mmap.mmap:
 
 
 class Flatbuffer:
-    """Lazy view of one TFLite model's first subgraph."""
+    """Lazy view of one subgraph (signature) of a TFLite model (`subgraphs` gives them all)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, subgraph: int = 0):
         self.buf = buf = load(source)
         self.model = fb.Model.GetRootAs(buf, 0)
-        self.graph = self.model.Subgraphs(0)
+        self.subgraph = subgraph
+        self.graph = self.model.Subgraphs(subgraph)
         self._producer = {}
         for i in range(self.graph.OperatorsLength()):
             for t in self.graph.Operators(i).OutputsAsNumpy():
@@ -124,6 +125,12 @@ class Flatbuffer:
         return "".join(n + ";" for n in names if n)
 
 
+def subgraphs(source: Source) -> list[Flatbuffer]:
+    """A view of every subgraph of the model (one per signature), over one mapping of the file."""
+    buf = load(source)
+    return [Flatbuffer(buf, i) for i in range(fb.Model.GetRootAs(buf, 0).SubgraphsLength())]
+
+
 def signature_keys(source: Source) -> list[str]:
     """The model's signature keys (a part's file has exactly one: the part's name)."""
     model = fb.Model.GetRootAs(load(source), 0)
@@ -132,14 +139,20 @@ def signature_keys(source: Source) -> list[str]:
 
 def op_histogram(source: Source) -> dict[str, int]:
     """How many ops of each builtin kind the model has."""
-    view = Flatbuffer(source)
-    return dict(Counter(view.op_name(op) for op in view.ops()).most_common())
+    return dict(Counter(view.op_name(op) for view in subgraphs(source) for op in view.ops()).most_common())
 
 
 def tensor_dtypes(source: Source) -> dict[str, int]:
     """How many tensors of each dtype, constants and activations together."""
-    view = Flatbuffer(source)
-    return dict(Counter(view.dtype(i) for i in range(view.graph.TensorsLength())).most_common())
+    return dict(Counter(view.dtype(i) for view in subgraphs(source)
+                        for i in range(view.graph.TensorsLength())).most_common())
+
+
+def _all_ops(source: Source):
+    """(subgraph view, op) for every op of every subgraph."""
+    for view in subgraphs(source):
+        for op in view.ops():
+            yield view, op
 
 
 def _granularity(view: Flatbuffer, index: int) -> tuple[str | None, int]:
@@ -156,10 +169,9 @@ def _granularity(view: Flatbuffer, index: int) -> tuple[str | None, int]:
 
 
 def read_weights(source: Source) -> list[WeightTensor]:
-    """Every constant weight of a FULLY_CONNECTED / EMBEDDING_LOOKUP / BATCH_MATMUL / CONV_2D op."""
-    view = Flatbuffer(source)
+    """Every constant weight of a FULLY_CONNECTED / EMBEDDING_LOOKUP / BATCH_MATMUL / CONV_2D op, per subgraph."""
     out = []
-    for op in view.ops():
+    for view, op in _all_ops(source):
         kind = view.op_name(op)
         source_ = view.weight_source(op) if kind in WEIGHT_INPUTS else None
         if source_ is None:
@@ -218,13 +230,14 @@ class OpWeight:
     op: str
     scope: str
     values: np.ndarray  # FULLY_CONNECTED / EMBEDDING_LOOKUP: [N, K]
+    subgraph: int = 0
+    buffer: int = 0  # signatures that share a weight share its buffer
 
 
 def weight_ops(source: Source) -> list[OpWeight]:
-    """Every matmul/embedding op with a constant weight, and that weight's effective float values."""
-    view = Flatbuffer(source)
+    """Every matmul/embedding op with a constant weight (of every subgraph) and the weight's float values."""
     out = []
-    for op in view.ops():
+    for view, op in _all_ops(source):
         weight = view.weight_source(op) if view.op_name(op) in WEIGHT_INPUTS else None
         if weight is None:
             continue
@@ -232,5 +245,6 @@ def weight_ops(source: Source) -> list[OpWeight]:
         values = tensor_array(view, index)
         if values.dtype == np.int8 and view.tensor(index).Quantization() is not None:
             values = values.astype(np.float32) * _scales(view, index, values.shape)
-        out.append(OpWeight(view.op_name(op), view.scope(op), np.asarray(values, np.float32)))
+        out.append(OpWeight(view.op_name(op), view.scope(op), np.asarray(values, np.float32), view.subgraph,
+                            view.tensor(index).Buffer()))
     return out

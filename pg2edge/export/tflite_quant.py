@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pg2edge.export.tflite_convert import TFLiteExportError
-from pg2edge.export.tflite_flatbuffer import Flatbuffer, weight_ops
+from pg2edge.export.tflite_flatbuffer import Flatbuffer, subgraphs, weight_ops
 from pg2edge.param_layout import flatten
 from pg2edge.quantize.matmul_view import matmul_label, matmul_view
 from pg2edge.quantize.recipes import Recipe
@@ -130,12 +130,16 @@ def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None) -> tuple
     params_flat = flatten(params)
     ops = [w for w in weight_ops(float_buf) if w.op in QUANTIZABLE_OPS]
     cands = _candidates(params_flat, {w.values.shape for w in ops})
-    plans, seen = [], set()
+    plans, seen, by_buffer = [], {}, {}
     for w in ops:
-        if w.scope in seen:
-            raise TFLiteExportError(f"two TFLite ops share the scope {w.scope!r}; cannot quantize them apart")
-        seen.add(w.scope)
-        match = _match(w.values, cands.get(w.values.shape, []), params_flat)
+        if w.buffer not in by_buffer:  # signatures sharing a weight share its buffer: match it once
+            by_buffer[w.buffer] = _match(w.values, cands.get(w.values.shape, []), params_flat)
+        match = by_buffer[w.buffer]
+        if w.scope in seen:  # the same op name in two signatures: fine if it is the same weight
+            if seen[w.scope] != (w.op, match):
+                raise TFLiteExportError(f"two TFLite ops share the scope {w.scope!r}; cannot quantize them apart")
+            continue
+        seen[w.scope] = (w.op, match)
         if match is None:
             if _quantizes_anything(recipe):
                 raise TFLiteExportError(f"TFLite weight of op {w.scope!r} with shape {list(w.values.shape)} "
@@ -220,15 +224,18 @@ def write_reference_codes(quant_buf: bytearray, plans: tuple[WeightPlan, ...], p
     """Overwrite every quantized weight's codes and scales with the numpy reference's, in place."""
     params_flat = flatten(params)
     by_scope = {p.scope: p for p in plans if p.scheme is not None}
-    view = Flatbuffer(quant_buf)
-    done = set()
-    for op in view.ops():
-        plan = by_scope.get(view.scope(op))
-        if plan is None or view.op_name(op) != plan.op:
-            continue
-        tensor, _ = view.weight_source(op)  # planned ops always have a constant weight
-        _write_codes(view, tensor, plan, plan.quantized(params_flat))
-        done.add(plan.scope)
+    done, codes = set(), {}
+    for view in subgraphs(quant_buf):
+        for op in view.ops():
+            plan = by_scope.get(view.scope(op))
+            if plan is None or view.op_name(op) != plan.op:
+                continue
+            tensor, _ = view.weight_source(op)  # planned ops always have a constant weight
+            key = (plan.param, plan.index, plan.scheme)  # signatures sharing a weight: quantized once
+            if key not in codes:
+                codes[key] = plan.quantized(params_flat)
+            _write_codes(view, tensor, plan, codes[key])  # each tensor keeps its own per-channel scales
+            done.add(plan.scope)
     missing = sorted(set(by_scope) - done)
     if missing:
         raise TFLiteExportError(f"quantized model lost the ops {missing[:3]} ({len(missing)} in all)")

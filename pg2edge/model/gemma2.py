@@ -141,17 +141,22 @@ def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
 
 
 def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks,
-                  cache: KVCache | None = None) -> tuple[jax.Array, KVChunk]:
-    """Run every decoder layer and the final norm, reading `cache` if given.
+                  cache: KVCache | None = None, layers: range | None = None,
+                  final_norm: bool = True) -> tuple[jax.Array, KVChunk]:
+    """Run decoder layers `layers` (default: all), then the final norm if `final_norm`, reading `cache` if given.
 
-    Returns the normed hidden states and this call's keys/values (not yet in the cache).
+    `llm["layers"]` and `cache` hold exactly the run layers, in order: a staged
+    export runs the stack in groups, each with its own slice of the weights
+    and of the cache (the absolute index still picks local or global
+    attention). Returns the hidden states and this call's keys/values (not
+    yet in the cache).
     """
-    layers = llm["layers"]
+    layers = range(cfg.depth) if layers is None else layers
     new_k, new_v = [], []
-    for i in range(cfg.depth):
-        p = jax.tree.map(lambda a: a[i], layers)
+    for j, i in enumerate(layers):
+        p = jax.tree.map(lambda a: a[j], llm["layers"])
         mask_new, mask_old = masks.for_layer(cfg, i)
-        kv_old = None if cache is None else (cache.k[i], cache.v[i])
+        kv_old = None if cache is None else (cache.k[j], cache.v[j])
         y = rms_norm(x_btd, p["pre_attention_norm"]["scale"], cfg.norm_eps)
         y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, mask_new, mask_old, kv_old)
         x_btd = x_btd + rms_norm(y, p["post_attention_norm"]["scale"], cfg.norm_eps)
@@ -160,8 +165,14 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
         x_btd = x_btd + rms_norm(y, p["post_ffw_norm"]["scale"], cfg.norm_eps)
         new_k.append(k)
         new_v.append(v)
-    x_btd = rms_norm(x_btd, llm["final_norm"]["scale"], cfg.norm_eps)
+    if final_norm:
+        x_btd = apply_final_norm(llm, cfg, x_btd)
     return x_btd, KVChunk(k=tuple(new_k), v=tuple(new_v))
+
+
+def apply_final_norm(llm: dict, cfg: TextConfig, x_btd: jax.Array) -> jax.Array:
+    """The RMS norm after the last layer."""
+    return rms_norm(x_btd, llm["final_norm"]["scale"], cfg.norm_eps)
 
 
 def embed_tokens(llm: dict, cfg: TextConfig, tokens_bt: jax.Array) -> jax.Array:

@@ -2,7 +2,10 @@
 
 `encode_image`, `embed`, `prefill` and `decode_step` are exactly the parts
 the exporters trace (DESIGN §3); `forward` is the training graph. They share
-`gemma2.decode_layers`, so there is one model definition.
+`gemma2.decode_layers`, so there is one model definition. `prefill` and
+`decode_step` are compositions of their stages (`*_layers` over a range of
+layers, then `*_head`), which a staged export (TFLite at full size) runs
+group by group.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ def embed(params: dict, cfg: ModelConfig, tokens_bt: jax.Array) -> jax.Array:
     return gemma2.embed_tokens(params["llm"], cfg.text, tokens_bt)
 
 
+def prompt_embeddings(params: dict, cfg: ModelConfig, image_embeds_bnd: jax.Array, tokens_bt: jax.Array
+                      ) -> jax.Array:
+    """The prefill input: image embeddings followed by the prompt's scaled token embeddings [B, N + T, D]."""
+    txt = embed(params, cfg, tokens_bt)
+    return jnp.concatenate([image_embeds_bnd.astype(txt.dtype), txt], axis=1)
+
+
 def prefill(params: dict, cfg: ModelConfig, embeds_bpd: jax.Array, valid_len_b: jax.Array
             ) -> tuple[jax.Array, KVChunk]:
     """Run a padded prompt (image + prefix embeddings) from an empty cache.
@@ -33,23 +43,47 @@ def prefill(params: dict, cfg: ModelConfig, embeds_bpd: jax.Array, valid_len_b: 
     [B, K, P, H] of all P positions, to be written at cache slots [0, P) (slots >=
     valid_len are masked out by every later step).
     """
-    b, p, _ = embeds_bpd.shape
+    x, chunk = prefill_layers(params, cfg, embeds_bpd.astype(_dtype(params)), valid_len_b, range(cfg.text.depth))
+    return prefill_head(params, cfg, x, valid_len_b), chunk
+
+
+def prefill_layers(params: dict, cfg: ModelConfig, x_bpd: jax.Array, valid_len_b: jax.Array,
+                   layers: range) -> tuple[jax.Array, KVChunk]:
+    """Decoder layers `layers` of a prefill; `params` stacks exactly those layers (see `gemma2.decode_layers`)."""
+    b, p, _ = x_bpd.shape
     pos_bp = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     masks = gemma2.prefill_masks(valid_len_b, p)
-    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, embeds_bpd.astype(_dtype(params)), pos_bp, masks)
+    return gemma2.decode_layers(params["llm"], cfg.text, x_bpd, pos_bp, masks, layers=layers, final_norm=False)
+
+
+def prefill_head(params: dict, cfg: ModelConfig, x_bpd: jax.Array, valid_len_b: jax.Array) -> jax.Array:
+    """Final norm, then the logits [B, V] at each row's last valid position."""
+    x = gemma2.apply_final_norm(params["llm"], cfg.text, x_bpd)
     # one-hot pick of the last valid row: a matmul, so exported graphs need no gather
-    last_bp = jax.nn.one_hot(valid_len_b - 1, p, dtype=x.dtype)
+    last_bp = jax.nn.one_hot(valid_len_b - 1, x.shape[1], dtype=x.dtype)
     last = jnp.einsum("bp,bpd->bd", last_bp, x)
-    return gemma2.lm_head(params["llm"], cfg.text, last), chunk
+    return gemma2.lm_head(params["llm"], cfg.text, last)
 
 
 def decode_step(params: dict, cfg: ModelConfig, token_b: jax.Array, pos_b: jax.Array,
                 cache: KVCache) -> tuple[jax.Array, KVChunk]:
     """One token at position `pos` (its cache slot) -> next-token logits [B, V] and its keys/values."""
-    x = embed(params, cfg, token_b[:, None])
+    x, chunk = decode_layers(params, cfg, embed(params, cfg, token_b[:, None]), pos_b, cache, range(cfg.text.depth))
+    return decode_head(params, cfg, x), chunk
+
+
+def decode_layers(params: dict, cfg: ModelConfig, x_b1d: jax.Array, pos_b: jax.Array, cache: KVCache,
+                  layers: range) -> tuple[jax.Array, KVChunk]:
+    """Decoder layers `layers` of one decode step; `params` and `cache` hold exactly those layers."""
     masks = gemma2.decode_masks(cfg.text, pos_b, cache.capacity)
-    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, x, pos_b[:, None], masks, cache)
-    return gemma2.lm_head(params["llm"], cfg.text, x[:, 0]), chunk
+    return gemma2.decode_layers(params["llm"], cfg.text, x_b1d, pos_b[:, None], masks, cache, layers=layers,
+                                final_norm=False)
+
+
+def decode_head(params: dict, cfg: ModelConfig, x_b1d: jax.Array) -> jax.Array:
+    """Final norm and next-token logits [B, V] of a decode step."""
+    x = gemma2.apply_final_norm(params["llm"], cfg.text, x_b1d)
+    return gemma2.lm_head(params["llm"], cfg.text, x[:, 0])
 
 
 def forward(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array, tokens_bt: jax.Array,

@@ -47,16 +47,30 @@ def _layer(stacked: dict, i: int) -> dict:
     return jax.tree.map(lambda a: a[i], stacked)
 
 
-def encode(img: dict, cfg: VisionConfig, pixels_bhwc: jax.Array) -> jax.Array:
-    """Pixels in [-1, 1] -> projected image embeddings [B, N_img, D_text]."""
+def embed_patches(img: dict, cfg: VisionConfig, pixels_bhwc: jax.Array) -> jax.Array:
+    """Pixels in [-1, 1] -> patch embeddings plus positions [B, N_img, width]."""
     dtype = img["embedding"]["kernel"].dtype
     kernel = img["embedding"]["kernel"]
     x = patchify(pixels_bhwc.astype(dtype), cfg.patch_size)
     x = x @ kernel.reshape(-1, kernel.shape[-1]) + img["embedding"]["bias"]
-    x = x + img["pos_embedding"]
-    blocks = img["Transformer"]["encoderblock"]
-    for i in range(cfg.depth):
-        x = _block(_layer(blocks, i), cfg, x)
+    return x + img["pos_embedding"]
+
+
+def encoder_blocks(img: dict, cfg: VisionConfig, x_bnd: jax.Array, count: int | None = None) -> jax.Array:
+    """The first `count` (default: all) blocks stacked in `img` (a staged export passes a slice of the stack)."""
+    stacked = img["Transformer"]["encoderblock"]
+    for j in range(cfg.depth if count is None else count):
+        x_bnd = _block(_layer(stacked, j), cfg, x_bnd)
+    return x_bnd
+
+
+def project(img: dict, cfg: VisionConfig, x_bnd: jax.Array) -> jax.Array:
+    """The final LayerNorm and PaliGemma's linear projector to the text width."""
     norm = img["Transformer"]["encoder_norm"]
-    x = layer_norm(x, norm["scale"], norm["bias"], cfg.norm_eps)
-    return x @ img["head"]["kernel"] + img["head"]["bias"]
+    x_bnd = layer_norm(x_bnd, norm["scale"], norm["bias"], cfg.norm_eps)
+    return x_bnd @ img["head"]["kernel"] + img["head"]["bias"]
+
+
+def encode(img: dict, cfg: VisionConfig, pixels_bhwc: jax.Array) -> jax.Array:
+    """Pixels in [-1, 1] -> projected image embeddings [B, N_img, D_text]."""
+    return project(img, cfg, encoder_blocks(img, cfg, embed_patches(img, cfg, pixels_bhwc)))

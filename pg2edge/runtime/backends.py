@@ -120,68 +120,121 @@ class OnnxDecoder:
 
 
 class TFLiteBackend:
-    """LiteRT interpreters per part, called through their named signature."""
+    """LiteRT interpreters per file, called through named signatures.
+
+    A part is one file whose signature is the part's name, or (a staged
+    bundle) a pipeline of `[file, signature]` stages: each stage reads its
+    inputs by name from the part's inputs and the earlier stages' outputs.
+    One interpreter serves every signature of its file, so signatures that
+    share weights share them in memory too.
+    """
 
     name = "tflite"
 
-    def __init__(self, bundle: Path, files: dict[str, str], outputs: dict[str, list[str]]):
+    def __init__(self, bundle: Path, files: dict[str, str | dict], outputs: dict[str, list[str]]):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise BackendUnavailableError("backend tflite needs the ai-edge-litert package "
                                           "(pip install ai-edge-litert)") from None
-        self._interpreter = Interpreter
-        self._paths = {part: bundle / rel for part, rel in files.items()}
+        self._interpreter_cls = Interpreter
+        self._bundle = bundle
+        self._stages = {part: _stages_of(part, entry) for part, entry in files.items()}
+        self._interpreters: dict = {}
         self._runners: dict = {}
         self._outputs = outputs
 
-    def _runner(self, part: str):
-        """The part's signature runner, created on first use."""
-        if part not in self._runners:
-            interp = self._interpreter(model_path=str(self._paths[part]), num_threads=_threads())
-            self._runners[part] = interp.get_signature_runner(part)
-        return self._runners[part]
+    def interpreter(self, file: str):
+        """The file's interpreter, created on first use."""
+        if file not in self._interpreters:
+            self._interpreters[file] = self._interpreter_cls(model_path=str(self._bundle / file),
+                                                             num_threads=_threads())
+        return self._interpreters[file]
+
+    def _runner(self, file: str, signature: str):
+        key = (file, signature)
+        if key not in self._runners:
+            self._runners[key] = self.interpreter(file).get_signature_runner(signature)
+        return self._runners[key]
 
     def run(self, part: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._runner(part)(**feeds)
-        return {name: out[name] for name in self._outputs[part]}
+        env = dict(feeds)
+        for file, signature in self._stages[part]:
+            runner = self._runner(file, signature)
+            env.update(runner(**{name: env[name] for name in runner.get_input_details()}))
+        return {name: env[name] for name in self._outputs[part]}
 
     def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "TFLiteDecoder":
-        """The decode loop's state: the KV cache lives in the interpreter's own input tensors."""
-        return TFLiteDecoder(self._paths[part], part, kv_specs)
+        """The decode loop's state: the KV cache lives in the interpreters' own input tensors."""
+        return TFLiteDecoder([_Signature(self.interpreter(file), signature) for file, signature in self._stages[part]],
+                             kv_specs)
+
+
+def _stages_of(part: str, entry: str | dict) -> list[tuple[str, str]]:
+    """A manifest entry as [(file, signature)]: a plain file runs its signature named after the part."""
+    if isinstance(entry, str):
+        return [(entry, part)]
+    return [(file, signature) for file, signature in entry["stages"]]
+
+
+class _Signature:
+    """One signature's subgraph of an interpreter, driven without the signature runner's per-call copies."""
+
+    def __init__(self, interp, signature: str):
+        self._wrapper = interp._interpreter  # noqa: SLF001 - the subgraph-aware calls live on the wrapper
+        io = interp._get_full_signature_list()[signature]  # noqa: SLF001 - name -> tensor index
+        self.inputs, self.outputs = dict(io["inputs"]), dict(io["outputs"])
+        self._subgraph = self._wrapper.GetSubgraphIndexFromSignature(signature)
+        self._wrapper.AllocateTensors(self._subgraph)
+
+    def view(self, name: str) -> np.ndarray:
+        """A writable view of an input tensor (never held across `invoke`)."""
+        return self._wrapper.tensor(self._wrapper, self.inputs[name], self._subgraph)
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        self._wrapper.SetTensor(self.inputs[name], value, self._subgraph)
+
+    def get(self, name: str) -> np.ndarray:
+        return self._wrapper.GetTensor(self.outputs[name], self._subgraph)
+
+    def invoke(self) -> None:
+        self._wrapper.Invoke(self._subgraph)
 
 
 class TFLiteDecoder:
-    """KV cache stored in the decode interpreter's input tensors, updated in place.
+    """KV cache stored in the decode signatures' input tensors, updated in place.
 
-    LiteRT's signature runner copies every input on every call; here the
-    cache inputs are written once per new entry through `interpreter.tensor()`
-    views (never held across `invoke`), so only token, pos and the new
-    entries move per step.
+    LiteRT's signature runner copies every input on every call; here each
+    cache input is written once per new entry through a tensor view of the
+    stage that reads it, so per step only the token, position, hidden state
+    and new entries move between stages.
     """
 
-    def __init__(self, path: Path, signature: str, kv_specs: list[dict]):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interp = Interpreter(model_path=str(path), num_threads=_threads())
-        self._interp.allocate_tensors()
-        signature_io = self._interp._get_full_signature_list()[signature]  # noqa: SLF001 - name -> tensor index
-        self._in, self._out = dict(signature_io["inputs"]), dict(signature_io["outputs"])
+    def __init__(self, stages: list[_Signature], kv_specs: list[dict]):
+        self._stages = stages
         self._kv_names = [s["name"] for s in kv_specs]
-        for name in self._kv_names:
-            self._interp.tensor(self._in[name])()[...] = 0
+        self._owner = {name: stage for stage in stages for name in self._kv_names if name in stage.inputs}
+        missing = [n for n in self._kv_names if n not in self._owner]
+        if missing:
+            raise Pg2EdgeError(f"decode stages read no cache input {missing[0]!r}")
+        for name, stage in self._owner.items():
+            stage.view(name)[...] = 0
 
     def write(self, chunk: dict[str, np.ndarray], start: int) -> None:
         for name in self._kv_names:
             new = chunk[f"new_{name}"]
-            self._interp.tensor(self._in[name])()[:, :, start:start + new.shape[2]] = new
+            self._owner[name].view(name)[:, :, start:start + new.shape[2]] = new
 
     def step(self, token: int, pos: int) -> np.ndarray:
-        self._interp.set_tensor(self._in["token"], np.array([token], np.int32))
-        self._interp.set_tensor(self._in["pos"], np.array([pos], np.int32))
-        self._interp.invoke()
-        self.write({f"new_{n}": self._interp.get_tensor(self._out[f"new_{n}"]) for n in self._kv_names}, pos)
-        return self._interp.get_tensor(self._out["logits"])
+        env = {"token": np.array([token], np.int32), "pos": np.array([pos], np.int32)}
+        for stage in self._stages:
+            for name in stage.inputs:
+                if name not in self._owner:
+                    stage.set(name, env[name])
+            stage.invoke()
+            env.update((name, stage.get(name)) for name in stage.outputs)
+        self.write(env, pos)
+        return env["logits"]
 
 
 def open_backend(name: str, bundle: Path, manifest: dict) -> OnnxBackend | TFLiteBackend:
