@@ -59,18 +59,67 @@ def _swapped_dot(lhs, rhs, params: dict):
     return jax.lax.transpose(out, perm)
 
 
-def _eval_eqn(eqn: jex.JaxprEqn, invals: list) -> list:
+VARIABLE_MIN_SIZE = 1 << 16  # constants this large reach the converter as variables, smaller ones inline
+
+
+class WeightTable:
+    """The large constants a file's graphs multiply activations by, each stored once.
+
+    jax2tf would inline them into the serialized StableHLO, which the converter
+    then copies many times over (about 35x the weight bytes in all); passed as
+    `tf.Variable`s they are frozen by the converter once (about 9x). Equal
+    values (the same weight seen by several signatures, or the tied table
+    seen by the lookup and the LM head) share one entry.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[np.ndarray] = []
+        self._by_key: dict[tuple, list[int]] = {}
+
+    def add(self, value) -> int:
+        arr = np.asarray(value)
+        sample = arr.reshape(-1)[::max(1, arr.size // 4096)].astype(np.float64)
+        key = (arr.shape, arr.dtype.str, float(sample.sum()), float(np.abs(sample).sum()))
+        for i in self._by_key.get(key, []):
+            if np.array_equal(self.values[i], arr):
+                return i
+        self.values.append(arr)
+        self._by_key.setdefault(key, []).append(len(self.values) - 1)
+        return len(self.values) - 1
+
+
+class _Boundary:
+    """Where a large constant meets an activation: recorded (first pass), or replaced by its variable (tracing)."""
+
+    def __init__(self, table: WeightTable, uses: list[int], fed: Sequence | None = None):
+        self.table, self.uses, self.fed, self._next = table, uses, fed, 0
+
+    def take(self, value):
+        if np.size(value) < VARIABLE_MIN_SIZE:
+            return value
+        if self.fed is None:
+            self.uses.append(self.table.add(value))
+            return value
+        index = self.uses[self._next]
+        self._next += 1
+        return self.fed[index]
+
+
+def _eval_eqn(eqn: jex.JaxprEqn, invals: list, boundary: _Boundary) -> list:
     """Bind one equation, inlining nested jits and putting a constant matmul operand on the right."""
     if eqn.primitive.name in _INLINE_PRIMITIVES:
         closed = eqn.params["jaxpr"]
-        return _eval_jaxpr(closed.jaxpr, closed.consts, invals)
-    if eqn.primitive.name == "dot_general" and sum(map(_is_const, invals)) == 1:
-        return [_eval_matmul(eqn, *invals)]
+        return _eval_jaxpr(closed.jaxpr, closed.consts, invals, boundary)
+    const = [_is_const(x) for x in invals]
+    if not all(const):  # weights meet activations here: large weights come in as variables
+        invals = [boundary.take(x) if c else x for x, c in zip(invals, const)]
+        if eqn.primitive.name == "dot_general" and sum(const) == 1:
+            return [_eval_matmul(eqn, *invals, lhs_is_weight=const[0])]
     out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs) -> jax.Array:
+def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs, lhs_is_weight: bool) -> jax.Array:
     """A weight matmul with the weight on the right, fenced off from the ops that consume it.
 
     The barrier stops the converter folding a following scalar MUL/DIV (the LM
@@ -78,14 +127,14 @@ def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs) -> jax.Array:
     fails outright once the weight exceeds TF's constant-folding size limit.
     """
     (_, (lhs_batch, _)) = eqn.params["dimension_numbers"]
-    if _is_const(lhs) and not lhs_batch:
+    if lhs_is_weight and not lhs_batch:
         out = _swapped_dot(lhs, rhs, eqn.params)
     else:
         out = eqn.primitive.bind(lhs, rhs, **eqn.primitive.get_bind_params(eqn.params))
     return jax.lax.optimization_barrier(out)
 
 
-def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence) -> list:
+def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence, boundary: _Boundary) -> list:
     """`jax.core.eval_jaxpr` with `_eval_eqn`'s rewrites."""
     env: dict = {}
 
@@ -95,25 +144,32 @@ def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence) -> list:
     env.update(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
     for eqn in jaxpr.eqns:
-        outs = _eval_eqn(eqn, [read(v) for v in eqn.invars])
+        outs = _eval_eqn(eqn, [read(v) for v in eqn.invars], boundary)
         env.update((v, x) for v, x in zip(eqn.outvars, outs) if not isinstance(v, jex.DropVar))
     return [read(v) for v in jaxpr.outvars]
 
 
-def bind_weights(part: Part, params: dict) -> Callable[..., tuple]:
-    """`part.fn` with `params` as constants: work on weights alone runs eagerly while jax2tf traces."""
+def bind_weights(part: Part, params: dict, table: WeightTable) -> tuple[Callable[..., tuple], list[int]]:
+    """`part.fn` with `params` bound: work on weights alone runs eagerly while jax2tf traces.
+
+    Returns `fn(weights, *inputs)`, where `weights` are the `table` entries
+    (added to it here) in order, and the indices this part uses.
+    """
     specs = [jax.ShapeDtypeStruct(s.shape, np.dtype(s.dtype)) for s in part.inputs]
     closed = jax.make_jaxpr(lambda *xs: part.fn(params, *xs))(*specs)
+    uses: list[int] = []
 
-    def fn(*inputs):
+    def fn(weights, *inputs):
         with jax.ensure_compile_time_eval():
-            return tuple(_eval_jaxpr(closed.jaxpr, closed.consts, inputs))
+            return tuple(_eval_jaxpr(closed.jaxpr, closed.consts, inputs, _Boundary(table, uses, weights)))
 
-    return fn
+    with jax.ensure_compile_time_eval():  # first pass: which constants meet activations, in what order
+        jax.make_jaxpr(lambda *xs: _eval_jaxpr(closed.jaxpr, closed.consts, xs, _Boundary(table, uses)))(*specs)
+    return fn, uses
 
 
-def _tf_function(part: Part, fn: Callable[..., tuple]):
-    """One tf.function that takes and returns the part's named tensors."""
+def _tf_function(part: Part, fn: Callable[..., tuple], variables: list):
+    """One tf.function that takes and returns the part's named tensors, reading weights from `variables`."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
@@ -121,7 +177,7 @@ def _tf_function(part: Part, fn: Callable[..., tuple]):
     names = [s.name for s in part.outputs]
 
     def named(*inputs):
-        outs = tf_fn(*inputs)
+        outs = tf_fn(list(variables), *inputs)
         return {n: o for n, o in zip(names, outs)}
 
     signature = [tf.TensorSpec(s.shape, tf.dtypes.as_dtype(s.dtype), name=s.name) for s in part.inputs]
@@ -136,22 +192,26 @@ def as_parts(parts: Part | Sequence[Part]) -> tuple[Part, ...]:
 def convert_float(parts: Part | Sequence[Part], params: dict) -> bytes:
     """The parts as one float32 TFLite flatbuffer with a signature per part (named `part.name`).
 
-    The signatures share their weights: the converter stores a constant used
-    by several of them once.
+    The signatures share their weights: every large constant is one
+    `tf.Variable` of the module, which the converter freezes into one buffer.
     """
     import tensorflow as tf
 
     parts = as_parts(parts)
+    table = WeightTable()
+    bound = [bind_weights(part, params, table) for part in parts]
     module = tf.Module()
+    module.weights_ = [tf.Variable(v, trainable=False, name=f"w{i}") for i, v in enumerate(table.values)]
+    del table
     signatures = {}
-    for i, part in enumerate(parts):
-        fn = _tf_function(part, bind_weights(part, params))
-        setattr(module, f"signature_{i}", fn)
-        signatures[part.name] = fn.get_concrete_function()
+    for i, (part, (fn, uses)) in enumerate(zip(parts, bound)):
+        tf_fn = _tf_function(part, _indexed(fn, uses), [module.weights_[j] for j in sorted(set(uses))])
+        setattr(module, f"signature_{i}", tf_fn)
+        signatures[part.name] = tf_fn.get_concrete_function()
     names = ", ".join(p.name for p in parts)
     with tempfile.TemporaryDirectory(prefix="pg2edge-tflite-") as saved:
         tf.saved_model.save(module, saved, signatures=signatures)
-        del module, signatures
+        del module, signatures, bound
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[p.name for p in parts])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         # no per-channel MUL folded into FULLY_CONNECTED weights: they must stay parameter matrices
@@ -161,3 +221,14 @@ def convert_float(parts: Part | Sequence[Part], params: dict) -> bytes:
             return bytes(converter.convert())
         except Exception as e:  # the converter raises many types; report the part
             raise TFLiteExportError(f"TFLite conversion of {names} failed: {e}") from e
+
+
+def _indexed(fn: Callable[..., tuple], uses: list[int]) -> Callable[..., tuple]:
+    """`fn(all_weights, ...)` called with only the weights a part uses (in sorted table order)."""
+    order = sorted(set(uses))
+
+    def call(weights, *inputs):
+        full = dict(zip(order, weights))
+        return fn(full, *inputs)
+
+    return call
