@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,12 @@ def main() -> None:
     # internal tqdm bars out of pg2edge's own progress display (a user's setting wins).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so staging directories are removed on the way out
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @main.command()

@@ -84,3 +84,21 @@ def test_finetune_output_dir_converts_with_its_tokenizer_and_config(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "tokenizer.model").read_bytes() == (run / "tokenizer.model").read_bytes()
     assert Engine(out).manifest["weights"]["source"].endswith("params.npz")
+
+
+def test_killed_convert_leaves_nothing(tmp_path):
+    """SIGTERM mid-conversion unwinds like an error: no --out and no staging directory."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pg2edge.cli", "convert", "--size", "tiny", "--random-init",
+                             "--format", "onnx,tflite", "--max-len", "64", "--prefill", "8", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "convert ended before staging"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert not out.exists() and not list(tmp_path.iterdir())
