@@ -1,6 +1,6 @@
 """Full-size performance of pg2edge on random-init PaliGemma 2 3B-224, in one run.
 
-For each pg2edge artifact (ONNX int4 / int8): conversion time and peak RSS,
+For each pg2edge artifact (ONNX int4 / int8, TFLite int4 / int8): conversion time and peak RSS,
 bundle size, runtime peak RSS, vision latency, image + 12-token prompt (268
 prefill positions) to first token, and decode tokens/s over 64 greedy tokens.
 Also the machine's memory read bandwidth and a roofline for decode (tokens/s
@@ -41,9 +41,9 @@ import json, resource, sys, time
 import numpy as np
 from PIL import Image
 from pg2edge.runtime.engine import Engine
-bundle, prompt, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+bundle, prompt, n, backend = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 t0 = time.perf_counter()
-engine = Engine(bundle, backend="onnx", verify=False)
+engine = Engine(bundle, backend=backend, verify=False, low_memory=sys.argv[5] == "low")
 image = Image.fromarray(np.random.RandomState(0).randint(0, 255, (480, 640, 3), dtype=np.uint8))
 ids = engine.prompt_ids(prompt)
 runs = []
@@ -56,9 +56,10 @@ print(json.dumps({"prompt_tokens": len(ids), "prefill_positions": engine.num_ima
 """
 
 
-def runtime_figures(bundle: Path, new_tokens: int) -> dict:
+def runtime_figures(bundle: Path, new_tokens: int, backend: str = "onnx", low_memory: bool = False) -> dict:
     """Run the bundle in a fresh process (its peak RSS is the runtime's own)."""
-    proc = subprocess.run([sys.executable, "-c", _RUNTIME_PROBE, str(bundle), PROMPT, str(new_tokens)],
+    proc = subprocess.run([sys.executable, "-c", _RUNTIME_PROBE, str(bundle), PROMPT, str(new_tokens), backend,
+                           "low" if low_memory else "keep"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         return {"ok": False, "error": proc.stderr.strip().splitlines()[-1][:300]}
@@ -87,19 +88,24 @@ def read_bandwidth_gbs(gigabytes: float = 1.0, threads: int = 2, repeats: int = 
     return best
 
 
-def decode_bytes_per_token(bundle: Path) -> int:
-    """Bytes a decode step reads: every initializer of decode.onnx plus the KV cache inputs."""
-    import onnx
-    from onnx import TensorProto
-
-    model = onnx.load(str(bundle / "onnx" / "decode.onnx"), load_external_data=False)
-    total = 0
-    for t in model.graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL:
-            total += int({e.key: e.value for e in t.external_data}["length"])
-        else:
-            total += len(t.raw_data)
+def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
+    """Bytes a decode step reads: its weights (every initializer of decode.onnx, or every file of the
+    TFLite decode stages) plus the KV cache inputs."""
     manifest = json.loads((bundle / "manifest.json").read_text())
+    total = 0
+    if backend == "tflite":
+        files = {f for f, _ in manifest["backends"]["tflite"]["decode"]["stages"]}
+        total += sum((bundle / f).stat().st_size for f in files)
+    else:
+        import onnx
+        from onnx import TensorProto
+
+        model = onnx.load(str(bundle / "onnx" / "decode.onnx"), load_external_data=False)
+        for t in model.graph.initializer:
+            if t.data_location == TensorProto.EXTERNAL:
+                total += int({e.key: e.value for e in t.external_data}["length"])
+            else:
+                total += len(t.raw_data)
     for spec in manifest["parts"]["decode"]["inputs"]:
         if spec["name"] not in ("token", "pos"):
             total += int(np.prod(spec["shape"])) * 4
@@ -192,7 +198,8 @@ def _ratio(ours: dict, peer: dict | None) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quants", default="int4,int4:128,int8", help="quant[:block] per artifact")
+    ap.add_argument("--quants", default="onnx:int4,onnx:int4:128,onnx:int4:128:low,onnx:int8,tflite:int4,tflite:int8",
+                    help="format:quant[:block][:low] per artifact (low: the runtime's low-memory mode)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512")
     ap.add_argument("--workdir", default=None, help="keep bundles here (default: a temp dir)")
@@ -210,22 +217,30 @@ def main() -> None:
                     "artifacts": [], "peers": {}}
     result["bandwidth_gbs"] = read_bandwidth_gbs()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pg2edge-3b-"))
+    converted: dict = {}
     for spec in args.quants.split(","):
-        quant, _, block = spec.partition(":")
-        extra = args.extra.split() + (["--block", block] if block else [])
-        row = measure_convert("3B", 224, "onnx", quant, extra, work, keep=True, tag=block)
-        bundle = work / f"3B-224-onnx-{quant}{'-b' + block if block else ''}"
-        art = {"name": f"pg2edge onnx {quant}" + (f" block {block}" if block else ""), "quant": quant,
-               "block": int(block) if block else 32, "convert_s": row["seconds"],
-               "convert_peak_rss_gb": row["peak_rss_gb"], "bundle_gb": row["bundle_gb"]}
+        fmt, quant, *rest = spec.split(":")
+        block = next((r for r in rest if r.isdigit()), "")
+        low = "low" in rest
+        if (fmt, quant, block) not in converted:  # a low-memory run reuses the bundle converted before it
+            extra = args.extra.split() + (["--block", block] if block else [])
+            converted[fmt, quant, block] = measure_convert("3B", 224, fmt, quant, extra, work, keep=True, tag=block)
+        row = converted[fmt, quant, block]
+        bundle = work / f"3B-224-{fmt}-{quant}{'-b' + block if block else ''}"
+        art = {"name": f"pg2edge {fmt} {quant}" + (f" block {block}" if block else "") + (" low-memory" if low else ""),
+               "format": fmt, "quant": quant, "block": int(block) if block else 32, "low_memory": low,
+               "convert_s": row["seconds"], "convert_peak_rss_gb": row["peak_rss_gb"], "bundle_gb": row["bundle_gb"],
+               "convert_ok": row["ok"]}
         if row["ok"]:
-            art.update(runtime_figures(bundle, args.new_tokens))
-            art["bytes_per_token"] = decode_bytes_per_token(bundle)
+            art.update(runtime_figures(bundle, args.new_tokens, fmt, low))
+            art["bytes_per_token"] = decode_bytes_per_token(bundle, fmt)
             ceiling = result["bandwidth_gbs"] * 1e9 / art["bytes_per_token"]
             art["roofline_tok_s"] = ceiling
             art["roofline_fraction"] = art.get("decode_tok_s", 0) / ceiling
-            if quant == "int4":
+            if quant == "int4" and fmt == "onnx" and not low:
                 result.setdefault("decode_profiles", {})[art["name"]] = profile_decode(bundle)
+        else:
+            art["error"] = row.get("error")
         result["artifacts"].append(art)
         print(json.dumps(art), flush=True)
     if args.peers:
@@ -234,12 +249,17 @@ def main() -> None:
 
         result["peers"] = run_peers(args.peers, args.peers_workdir, bandwidth_gbs=result["bandwidth_gbs"])
     int4s = [a for a in result["artifacts"] if a["quant"] == "int4" and a.get("decode_tok_s")]
-    int4 = max(int4s, key=lambda a: a["decode_tok_s"], default={})  # the best int4 artifact
+    int4 = max((a for a in int4s if not a["low_memory"]), key=lambda a: a["decode_tok_s"], default={})  # the best
+    lean = max((a for a in int4s if a["low_memory"]), key=lambda a: a["decode_tok_s"], default={})
+    result["low_memory_int4"] = {k: lean.get(k) for k in ("name", "decode_tok_s", "first_token_s",
+                                                         "runtime_peak_rss_gb", "cold_first_run_s")}
     result["best_int4_artifact"] = int4.get("name")
-    onnx_rows = [a for a in result["artifacts"] if "onnx" in a["name"]]
+    by_format = {fmt: [a["convert_peak_rss_gb"] for a in result["artifacts"] if a["format"] == fmt]
+                 for fmt in ("onnx", "tflite")}
     result.update({
         "convert_peak_rss_gb": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
-        "convert_peak_rss_gb_onnx": max((a["convert_peak_rss_gb"] for a in onnx_rows), default=None),
+        "convert_peak_rss_gb_onnx": max(by_format["onnx"], default=None),
+        "convert_peak_rss_gb_tflite": max(by_format["tflite"], default=None),
         "decode_tok_s_int4": int4.get("decode_tok_s"), "first_token_s_int4": int4.get("first_token_s"),
         "runtime_peak_rss_gb_int4": int4.get("runtime_peak_rss_gb"), "artifact_gb_int4": int4.get("bundle_gb"),
         "decode_ratio_vs_ortgenai_int4": _ratio(int4, result["peers"].get("ortgenai_int4")),

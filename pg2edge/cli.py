@@ -176,8 +176,11 @@ class _RichProgress:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per image")
 @click.option("--draw", type=click.Path(path_type=Path), default=None, help="write the image with boxes/masks")
+@click.option("--low-memory", is_flag=True,
+              help="load each part only while it runs (less RAM, slower: parts reload every image)")
 @_one_line_errors
-def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top_p, seed, as_json, draw) -> None:
+def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top_p, seed, as_json, draw,
+        low_memory) -> None:
     """Run a bundle on images: caption, answer, detect, segment, ocr."""
     import json
 
@@ -188,7 +191,7 @@ def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top
         sampling = SamplingConfig(temperature, top_k, top_p, seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    engine = Engine(bundle, backend=backend)
+    engine = Engine(bundle, backend=backend, low_memory=low_memory)
     results = engine.generate_many(list(images), prompt, max_new_tokens=max_new_tokens, sampling=sampling)
     failed = 0
     for path, result in zip(images, results):

@@ -36,6 +36,8 @@ class Backend(Protocol):
 
     def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> Decoder: ...
 
+    def release(self) -> None: ...
+
 
 def _threads() -> int:
     """Intra-op threads: PG2EDGE_THREADS, else every core the process may use."""
@@ -80,6 +82,11 @@ class OnnxBackend:
     def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "OnnxDecoder":
         """The decode loop's state: KV buffers owned here, bound once with IO binding."""
         return OnnxDecoder(self._ort, self.session(part), kv_specs, logits_shape)
+
+    def release(self) -> None:
+        """Drop every session (a decoder still alive keeps its own); the next run loads again."""
+        self._sessions.clear()
+        _return_freed_memory()
 
 
 class OnnxDecoder:
@@ -168,6 +175,24 @@ class TFLiteBackend:
         """The decode loop's state: the KV cache lives in the interpreters' own input tensors."""
         return TFLiteDecoder([_Signature(self.interpreter(file), signature) for file, signature in self._stages[part]],
                              kv_specs)
+
+    def release(self) -> None:
+        """Drop every interpreter (a decoder still alive keeps its own); the next run loads again."""
+        self._runners.clear()
+        self._interpreters.clear()
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the system (a no-op elsewhere, e.g. Android's bionic)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _stages_of(part: str, entry: str | dict) -> list[tuple[str, str]]:

@@ -68,8 +68,13 @@ class Result:
 class Engine:
     """A loaded bundle on one backend; `generate` is safe to call repeatedly."""
 
-    def __init__(self, bundle_dir: str | Path, backend: str | None = None, verify: bool = True):
+    def __init__(self, bundle_dir: str | Path, backend: str | None = None, verify: bool = True,
+                 low_memory: bool = False):
+        """`low_memory`: hold one part's weights at a time (each part is loaded when it runs and released
+        after), for devices whose RAM cannot hold vision, prefill and decode at once; every generation
+        then pays the parts' load time."""
         self.bundle = Path(bundle_dir)
+        self.low_memory = low_memory
         self.manifest = read_manifest(self.bundle, verify=verify)
         available = list(self.manifest["backends"])
         self.backend_name = backend or ("onnx" if "onnx" in available else available[0])
@@ -122,6 +127,8 @@ class Engine:
         logits, decoder, valid, size = self._prefill(image, prompt, timings)
         generated, stop = self._decode(logits, decoder, valid, max_new_tokens, sampling, on_token, timings,
                                        self.tokenizer.eos_id if stop_at_eos else None)
+        del decoder
+        self._release_decoder()
         text = self.tokenizer.decode([t for t in generated if t != self.tokenizer.eos_id])
         return Result(text=text, tokens=generated, stop_reason=stop, image_size=size,
                       objects=self.parse(text, size), timings=timings)
@@ -139,7 +146,19 @@ class Engine:
                 raise PromptError(f"{len(tokens)} tokens after the prompt overflow the cache ({self.max_len} slots)")
             rows.append(np.array(decoder.step(int(tok), pos), np.float32).reshape(-1))
             pos += 1
+        del decoder
+        self._release_decoder()
         return np.stack(rows)
+
+    def _release(self) -> None:
+        """In low-memory mode, drop every loaded part (their memory goes back to the system)."""
+        if self.low_memory:
+            self.backend.release()
+
+    def _release_decoder(self) -> None:
+        if self.low_memory:
+            self._decoder = None
+            self.backend.release()
 
     def _prefill(self, image, prompt: str, timings: Timings):
         """Vision + prefill into the shared decoder cache: (first logits, decoder, next position, image size)."""
@@ -147,6 +166,7 @@ class Engine:
         pixels, size = self.pixels(image)
         t0 = time.perf_counter()
         image_embeds = self.backend.run("vision", {"pixels": pixels})["image_embeds"]
+        self._release()
         timings.vision_ms = (time.perf_counter() - t0) * 1000
 
         bucket = next(b for b in self.buckets if b >= len(ids))
@@ -156,6 +176,7 @@ class Engine:
         t0 = time.perf_counter()
         out = self.backend.run(f"prefill_{bucket}", {"image_embeds": image_embeds, "tokens": tokens,
                                                      "valid_len": np.array([valid], np.int32)})
+        self._release()
         decoder = self.decoder()
         decoder.write(out, 0)
         timings.prefill_ms = (time.perf_counter() - t0) * 1000

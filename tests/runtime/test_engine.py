@@ -231,3 +231,14 @@ def test_cli_draw_writes_the_annotated_image(make_bundle, image_file, tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == Image.open(image_file).size
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_low_memory_mode_gives_the_same_tokens_and_holds_no_part(make_bundle, image_file, backend):
+    bundle = make_bundle("f32", ("onnx", "tflite"))
+    usual = Engine(bundle, backend=backend).generate(image_file, PROMPT, max_new_tokens=12)
+    lean = Engine(bundle, backend=backend, low_memory=True)
+    for _ in range(2):  # parts reload for every generation
+        assert lean.generate(image_file, PROMPT, max_new_tokens=12).tokens == usual.tokens
+        held = lean.backend._sessions if backend == "onnx" else lean.backend._interpreters
+        assert not held and lean._decoder is None
