@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from convert_memory import markdown as convert_markdown  # noqa: E402
 from convert_memory import measure as measure_convert  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -189,6 +190,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _artifact(fmt: str, quant: str, block: str, low: bool, convert_row: dict, formats: str) -> dict:
+    """One artifact's row, with the figures of the conversion that wrote it (several formats: their total)."""
+    name = f"pg2edge {fmt} {quant}" + (f" block {block}" if block else "") + (" low-memory" if low else "")
+    bundle_gb = sum(p.stat().st_size for p in (Path(convert_row.get("out", "")) / fmt).glob("*")) / 1e9 \
+        if convert_row.get("out") else convert_row["bundle_gb"]
+    return {"name": name, "format": fmt, "quant": quant, "block": int(block) if block else 32, "low_memory": low,
+            "converted_with": formats.split("+"), "convert_s": convert_row["seconds"],
+            "convert_peak_rss_gb": convert_row["peak_rss_gb"], "bundle_gb": bundle_gb, "convert_ok": convert_row["ok"]}
+
+
 def _ratio(ours: dict, peer: dict | None) -> float | None:
     """Our decode tokens/s over a peer's, only when both were measured in this run."""
     if not peer or not peer.get("decode_tok_s") or not ours.get("decode_tok_s"):
@@ -198,8 +209,9 @@ def _ratio(ours: dict, peer: dict | None) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quants", default="onnx:int4,onnx:int4:128,onnx:int4:128:low,onnx:int8,tflite:int4,tflite:int8",
-                    help="format:quant[:block][:low] per artifact (low: the runtime's low-memory mode)")
+    ap.add_argument("--quants", default="onnx:int4:128,onnx:int4:128:low,onnx:int8,tflite:int8,onnx+tflite:int4",
+                    help="format[+format]:quant[:block][:low] per conversion (onnx+tflite: one convert writes "
+                         "both, each is run; low: the runtime's low-memory mode)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512")
     ap.add_argument("--workdir", default=None, help="keep bundles here (default: a temp dir)")
@@ -219,30 +231,29 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pg2edge-3b-"))
     converted: dict = {}
     for spec in args.quants.split(","):
-        fmt, quant, *rest = spec.split(":")
+        formats, quant, *rest = spec.split(":")
         block = next((r for r in rest if r.isdigit()), "")
         low = "low" in rest
-        if (fmt, quant, block) not in converted:  # a low-memory run reuses the bundle converted before it
+        if (formats, quant, block) not in converted:  # a low-memory run reuses the bundle converted before it
             extra = args.extra.split() + (["--block", block] if block else [])
-            converted[fmt, quant, block] = measure_convert("3B", 224, fmt, quant, extra, work, keep=True, tag=block)
-        row = converted[fmt, quant, block]
-        bundle = work / f"3B-224-{fmt}-{quant}{'-b' + block if block else ''}"
-        art = {"name": f"pg2edge {fmt} {quant}" + (f" block {block}" if block else "") + (" low-memory" if low else ""),
-               "format": fmt, "quant": quant, "block": int(block) if block else 32, "low_memory": low,
-               "convert_s": row["seconds"], "convert_peak_rss_gb": row["peak_rss_gb"], "bundle_gb": row["bundle_gb"],
-               "convert_ok": row["ok"]}
-        if row["ok"]:
-            art.update(runtime_figures(bundle, args.new_tokens, fmt, low))
-            art["bytes_per_token"] = decode_bytes_per_token(bundle, fmt)
-            ceiling = result["bandwidth_gbs"] * 1e9 / art["bytes_per_token"]
-            art["roofline_tok_s"] = ceiling
-            art["roofline_fraction"] = art.get("decode_tok_s", 0) / ceiling
-            if quant == "int4" and fmt == "onnx" and not low:
-                result.setdefault("decode_profiles", {})[art["name"]] = profile_decode(bundle)
-        else:
-            art["error"] = row.get("error")
-        result["artifacts"].append(art)
-        print(json.dumps(art), flush=True)
+            converted[formats, quant, block] = measure_convert("3B", 224, formats.replace("+", ","), quant, extra,
+                                                               work, keep=True, tag=block)
+        row = converted[formats, quant, block]
+        bundle = work / f"3B-224-{formats.replace('+', ',')}-{quant}{'-b' + block if block else ''}"
+        for fmt in formats.split("+"):  # "onnx+tflite": one convert writes both, each format is measured
+            art = _artifact(fmt, quant, block, low, row, formats)
+            if row["ok"]:
+                art.update(runtime_figures(bundle, args.new_tokens, fmt, low))
+                art["bytes_per_token"] = decode_bytes_per_token(bundle, fmt)
+                ceiling = result["bandwidth_gbs"] * 1e9 / art["bytes_per_token"]
+                art["roofline_tok_s"] = ceiling
+                art["roofline_fraction"] = art.get("decode_tok_s", 0) / ceiling
+                if quant == "int4" and fmt == "onnx" and not low:
+                    result.setdefault("decode_profiles", {})[art["name"]] = profile_decode(bundle)
+            else:
+                art["error"] = row.get("error")
+            result["artifacts"].append(art)
+            print(json.dumps(art), flush=True)
     if args.peers:
         sys.path.insert(0, str(Path(__file__).parent / "peers"))
         from run import run_peers
@@ -254,8 +265,10 @@ def main() -> None:
     result["low_memory_int4"] = {k: lean.get(k) for k in ("name", "decode_tok_s", "first_token_s",
                                                          "runtime_peak_rss_gb", "cold_first_run_s")}
     result["best_int4_artifact"] = int4.get("name")
-    by_format = {fmt: [a["convert_peak_rss_gb"] for a in result["artifacts"] if a["format"] == fmt]
+    by_format = {fmt: [a["convert_peak_rss_gb"] for a in result["artifacts"] if a["converted_with"] == [fmt]]
                  for fmt in ("onnx", "tflite")}
+    both = [a["convert_peak_rss_gb"] for a in result["artifacts"] if len(a["converted_with"]) > 1]
+    result["convert_peak_rss_gb_both_formats"] = max(both, default=None)
     result.update({
         "convert_peak_rss_gb": max(a["convert_peak_rss_gb"] for a in result["artifacts"]),
         "convert_peak_rss_gb_onnx": max(by_format["onnx"], default=None),
@@ -266,6 +279,9 @@ def main() -> None:
         "decode_ratio_vs_llamacpp_q4_0": _ratio(int4, result["peers"].get("llamacpp_q4_0")),
     })
     args.out.mkdir(parents=True, exist_ok=True)
+    rows = list(converted.values())  # the conversions, also as convert_memory.py writes them
+    (args.out / "convert_3b.json").write_text(json.dumps({"machine": result["machine"], "rows": rows}, indent=2) + "\n")
+    (args.out / "convert_3b.md").write_text("# convert: 3B-224, random-init (bench_3b.py)\n\n" + convert_markdown(rows))
     (args.out / "3b_224.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "3b_224.md").write_text(markdown(result))
     plot(result, args.out / "3b_224.png")

@@ -33,7 +33,7 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
     seconds = time.perf_counter() - t0
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     files = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    row = {"size": size, "res": res, "format": fmt, "quant": quant, "ok": proc.returncode == 0,
+    row = {"size": size, "res": res, "format": fmt, "quant": quant, "ok": proc.returncode == 0, "out": str(out),
            "peak_rss_gb": rss_kb / 1e6, "seconds": round(seconds, 1),
            "bundle_gb": sum(p.stat().st_size for p in files) / 1e9, "command": " ".join(cmd[2:])}
     if proc.returncode != 0:
@@ -56,7 +56,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="3B")
     ap.add_argument("--res", type=int, default=224)
-    ap.add_argument("--formats", default="onnx")
+    ap.add_argument("--formats", default="onnx,tflite,onnx+tflite",
+                    help="comma list; onnx+tflite converts both formats in one process")
     ap.add_argument("--quants", default="int4,int8")
     ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512", help="more convert options")
     ap.add_argument("--out", default=str(RESULTS / "convert_3b.json"))
@@ -65,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pg2edge-convert-bench-") as tmp:
         for fmt in args.formats.split(","):
             for quant in args.quants.split(","):
-                row = measure(args.size, args.res, fmt, quant, args.extra.split(), Path(tmp))
+                row = measure(args.size, args.res, fmt.replace("+", ","), quant, args.extra.split(), Path(tmp))
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     result = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
