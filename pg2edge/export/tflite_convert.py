@@ -33,8 +33,8 @@ import numpy as np
 
 from pg2edge.errors import Pg2EdgeError
 from pg2edge.export.split import Part
+from pg2edge.jaxpr_eval import INLINE_PRIMITIVES, bind, eval_jaxpr
 
-_INLINE_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call")
 
 
 class TFLiteExportError(Pg2EdgeError):
@@ -107,7 +107,7 @@ class _Boundary:
 
 def _eval_eqn(eqn: jex.JaxprEqn, invals: list, boundary: _Boundary) -> list:
     """Bind one equation, inlining nested jits and putting a constant matmul operand on the right."""
-    if eqn.primitive.name in _INLINE_PRIMITIVES:
+    if eqn.primitive.name in INLINE_PRIMITIVES:
         closed = eqn.params["jaxpr"]
         return _eval_jaxpr(closed.jaxpr, closed.consts, invals, boundary)
     const = [_is_const(x) for x in invals]
@@ -115,8 +115,7 @@ def _eval_eqn(eqn: jex.JaxprEqn, invals: list, boundary: _Boundary) -> list:
         invals = [boundary.take(x) if c else x for x, c in zip(invals, const)]
         if eqn.primitive.name == "dot_general" and sum(const) == 1:
             return [_eval_matmul(eqn, *invals, lhs_is_weight=const[0])]
-    out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-    return list(out) if eqn.primitive.multiple_results else [out]
+    return bind(eqn, invals)
 
 
 def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs, lhs_is_weight: bool) -> jax.Array:
@@ -136,17 +135,7 @@ def _eval_matmul(eqn: jex.JaxprEqn, lhs, rhs, lhs_is_weight: bool) -> jax.Array:
 
 def _eval_jaxpr(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence, boundary: _Boundary) -> list:
     """`jax.core.eval_jaxpr` with `_eval_eqn`'s rewrites."""
-    env: dict = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    for eqn in jaxpr.eqns:
-        outs = _eval_eqn(eqn, [read(v) for v in eqn.invars], boundary)
-        env.update((v, x) for v, x in zip(eqn.outvars, outs) if not isinstance(v, jex.DropVar))
-    return [read(v) for v in jaxpr.outvars]
+    return eval_jaxpr(jaxpr, consts, args, lambda eqn, vals: _eval_eqn(eqn, vals, boundary))
 
 
 def bind_weights(part: Part, params: dict, table: WeightTable) -> tuple[Callable[..., tuple], list[int]]:

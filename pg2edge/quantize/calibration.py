@@ -24,10 +24,9 @@ import jax
 import jax.extend.core as jex
 import numpy as np
 
+from pg2edge.jaxpr_eval import INLINE_PRIMITIVES, bind, eval_jaxpr
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.quantize.recipes import Recipe, fake_quant_params
-
-_INLINE = ("jit", "pjit", "closed_call", "core_call")
 
 
 class _Weight:
@@ -37,11 +36,6 @@ class _Weight:
 
     def __init__(self, f, q, sources: frozenset[str]):
         self.f, self.q, self.sources = f, q, sources
-
-
-def _bind(eqn: jex.JaxprEqn, vals: list) -> list:
-    out = eqn.primitive.bind(*vals, **eqn.primitive.get_bind_params(eqn.params))
-    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 class _Tally:
@@ -63,24 +57,16 @@ class _Tally:
 
 def _eval(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence, tally: _Tally) -> list:
     """Evaluate `jaxpr`, carrying `_Weight` pairs for weight-only values and tallying weight matmuls."""
-    env: dict = {}
 
-    def read(v):
-        return v.val if isinstance(v, jex.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    for eqn in jaxpr.eqns:
-        vals = [read(v) for v in eqn.invars]
-        if eqn.primitive.name in _INLINE:
+    def rule(eqn: jex.JaxprEqn, vals: list) -> list:
+        if eqn.primitive.name in INLINE_PRIMITIVES:
             closed = eqn.params["jaxpr"]
-            outs = _eval(closed.jaxpr, closed.consts, vals, tally)
-        elif any(isinstance(x, _Weight) for x in vals):
-            outs = _eval_weighted(eqn, vals, tally)
-        else:
-            outs = _bind(eqn, vals)
-        env.update((v, x) for v, x in zip(eqn.outvars, outs) if not isinstance(v, jex.DropVar))
-    return [read(v) for v in jaxpr.outvars]
+            return _eval(closed.jaxpr, closed.consts, vals, tally)
+        if any(isinstance(x, _Weight) for x in vals):
+            return _eval_weighted(eqn, vals, tally)
+        return bind(eqn, vals)
+
+    return eval_jaxpr(jaxpr, consts, args, rule)
 
 
 def _eval_weighted(eqn: jex.JaxprEqn, vals: list, tally: _Tally) -> list:
@@ -89,13 +75,13 @@ def _eval_weighted(eqn: jex.JaxprEqn, vals: list, tally: _Tally) -> list:
     if len(weights) == len(vals) or (eqn.primitive.name != "dot_general" and
                                      all(isinstance(x, _Weight) or np.ndim(x) == 0 for x in vals)):
         # still weights only (a layer slice, a reshape, 1 + scale): keep both versions
-        f = _bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
-        q = _bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
+        f = bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
+        q = bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
         sources = frozenset().union(*(w.sources for w in weights))
         return [_Weight(a, b, sources) for a, b in zip(f, q)]
-    y = _bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
+    y = bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
     if eqn.primitive.name == "dot_general" and len(weights) == 1 and len(weights[0].sources) == 1:
-        y_q = _bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
+        y_q = bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
         tally.add(next(iter(weights[0].sources)), y[0], y_q[0])
     return y  # activations continue in float: later weights see float inputs
 
