@@ -8,6 +8,8 @@ big_vision reader is a rename-free load. Pure Python: no jax, no numpy.
 
 from __future__ import annotations
 
+import math
+
 from pg2edge.config import ModelConfig
 
 Shape = tuple[int, ...]
@@ -68,6 +70,11 @@ def param_count(cfg: ModelConfig) -> int:
             n *= d
         total += n
     return total
+
+
+def float32_bytes(cfg: ModelConfig) -> int:
+    """Size of the model's weights in float32 (what decides how conversions are staged and isolated)."""
+    return 4 * sum(math.prod(s) for s in param_shapes(cfg).values())
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

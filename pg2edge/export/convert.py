@@ -19,13 +19,14 @@ from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
 from pg2edge.export.stages import STAGE_BYTES, table_bytes
-from pg2edge.param_layout import flatten, unflatten
+from pg2edge.param_layout import flatten, float32_bytes, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 from pg2edge.progress import Progress
 
 FORMATS = ("onnx", "tflite")
 QUANTS = ("f32", "int8", "int4", "mixed")
 BLOCKS = (32, 64, 128)
+ISOLATE_ABOVE_BYTES = 4 << 30  # TFLite files of bigger models are converted one process each
 LOC_DENOMINATOR = 1023  # <locNNNN> = round(v * 1023) of the resized image; decode with /1023
 
 
@@ -248,11 +249,12 @@ def _export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, 
     out.mkdir()
     stage = "tflite: trace, convert, quantize"
     progress.stage(stage, len(plan.files) + len(extra))
+    isolate = float32_bytes(cfg) > ISOLATE_ABOVE_BYTES
     for file in plan.files:
-        if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
-            _export_wide_table(cfg, opts, file, params, recipe, out)
+        if isolate:  # a fresh process per file: the converter's memory goes back to the system each time
+            _in_child(_export_stage_file, opts, cfg, recipe, file.name, out)
         else:
-            export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+            _export_stage_file(opts, cfg, recipe, file.name, out, params)
         progress.advance(stage, file.name)
     entries: dict = {part: {"stages": [[f"tflite/{name}.tflite", signature] for name, signature in stages]}
                      for part, stages in plan.pipelines.items()}
@@ -261,6 +263,30 @@ def _export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, 
         entries[part.name] = f"tflite/{part.name}.tflite"
         progress.advance(stage, part.name)
     return entries
+
+
+def _export_stage_file(opts: ConvertOptions, cfg: ModelConfig, recipe, name: str, out: Path,
+                       params: dict | None = None) -> None:
+    """One staged TFLite file; in a child process (`params=None`) the weights are opened again, lazily."""
+    from pg2edge.export.stages import plan_stages
+    from pg2edge.export.tflite import export_tflite
+
+    if params is None:
+        cfg, params, _ = load_weights(opts, cfg)
+    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
+    file = next(f for f in plan.files if f.name == name)
+    if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
+        _export_wide_table(cfg, opts, file, params, recipe, out)
+    else:
+        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+
+
+def _in_child(fn, *args) -> None:
+    """Run `fn(*args)` in a fresh spawned process; its exception is raised here; it dies with this process."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:  # exit terminates it
+        pool.apply(fn, args)
 
 
 def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path) -> None:
@@ -283,14 +309,14 @@ def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dic
 def _write_quant_report(cfg: ModelConfig, opts: ConvertOptions, tok: Tokenizer, params: dict, recipe,
                         out: Path) -> list[str]:
     """quant_report.{json,md}: weight error per tensor, plus output error on the calibration batch if it fits."""
-    from pg2edge.export.report_calibration import MAX_FLOAT_BYTES, calibration_output_errors, float_bytes
+    from pg2edge.export.report_calibration import MAX_FLOAT_BYTES, calibration_output_errors
     from pg2edge.quantize.calibration import annotate_output_errors
     from pg2edge.quantize.report import error_report, write_report
 
     rows = error_report(flatten(params), recipe)
-    if float_bytes(cfg) > MAX_FLOAT_BYTES:
+    if float32_bytes(cfg) > MAX_FLOAT_BYTES:
         write_report(rows, out)
-        return [f"quant report: output errors skipped ({float_bytes(cfg) / 2**30:.1f} GB of float weights "
+        return [f"quant report: output errors skipped ({float32_bytes(cfg) / 2**30:.1f} GB of float weights "
                 f"> {MAX_FLOAT_BYTES / 2**30:.0f} GB for the calibration pass); weight errors written"]
     split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
     errors = calibration_output_errors(cfg, split, tok, _materialized(params), recipe)

@@ -9,13 +9,10 @@ with a note above `MAX_FLOAT_BYTES`; the weight errors are always reported.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from pg2edge.config import ModelConfig
 from pg2edge.export.split import SplitConfig, prefill_part, vision_part
-from pg2edge.param_layout import param_shapes
 from pg2edge.preprocess import preprocess
 from pg2edge.quantize.calibration import output_errors
 from pg2edge.quantize.recipes import Recipe
@@ -23,11 +20,6 @@ from pg2edge.tokenizer import Tokenizer
 
 MAX_FLOAT_BYTES = 4 << 30  # above this (3B and up), the calibration pass is skipped
 CALIBRATION_SEED = 1234  # not the suite's training seed 0: calibration images are not training images
-
-
-def float_bytes(cfg: ModelConfig) -> int:
-    """Size of the model's weights in float32."""
-    return 4 * sum(math.prod(s) for s in param_shapes(cfg).values())
 
 
 def calibration_batches(cfg: ModelConfig, split: SplitConfig, tok: Tokenizer, n: int = 4) -> list[tuple]:

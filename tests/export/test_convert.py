@@ -102,3 +102,19 @@ def test_killed_convert_leaves_nothing(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_tflite_files_converted_in_child_processes_are_the_same(tmp_path, monkeypatch):
+    """Full-size models convert each TFLite file in a fresh process: same bytes as in-process."""
+    from pg2edge.export import convert as convert_module
+    from pg2edge.export.convert import ConvertOptions, convert
+
+    def bundle(name):
+        out = tmp_path / name
+        convert(ConvertOptions(size="tiny", out=out, random_init=True, formats=("tflite",), quant="int8",
+                               max_len=64, prefill=(8,)))
+        return {k: v for k, v in read_manifest(out)["files"].items() if k.startswith("tflite/")}
+
+    here = bundle("in_process")
+    monkeypatch.setattr(convert_module, "ISOLATE_ABOVE_BYTES", 0)
+    assert bundle("isolated") == here and len(here) == 3
