@@ -1,7 +1,8 @@
 """Peak RSS and wall time of `pg2edge convert --size 3B --res 224 --random-init`, per format and quant.
 
-Each conversion runs in its own process under `/usr/bin/time -v` (peak RSS of
-that process alone). Writes benchmarks/results/convert_3b.json and .md.
+Each conversion runs in its own process; its peak RSS is the larger of
+`/usr/bin/time -v`'s and the sum over its process tree sampled every 0.2 s
+(full-size TFLite files are converted in child processes). Writes benchmarks/results/convert_3b.json and .md.
 
     .venv/bin/python benchmarks/convert_memory.py [--formats onnx] [--quants int4,int8] [--size 3B]
 """
@@ -22,6 +23,28 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def tree_rss_bytes(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants, now (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        frontier = [p for p, pp in parents.items() if pp in frontier and p not in tree]
+        tree.update(frontier)
+    total = 0
+    for p in tree:
+        try:
+            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * 4096
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir: Path, keep: bool = False,
             tag: str = "") -> dict:
     """One conversion in a child process: peak RSS (GB), seconds, bundle size, exit status."""
@@ -29,9 +52,17 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
     cmd = [sys.executable, "-m", "pg2edge.cli", "convert", "--size", size, "--res", str(res), "--random-init",
            "--format", fmt, "--quant", quant, "--out", str(out), *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=subprocess.DEVNULL, stderr=err, text=True)
+        tree_peak = 0
+        while child.poll() is None:  # the whole process tree: converters may run in child processes
+            tree_peak = max(tree_peak, tree_rss_bytes(child.pid))
+            time.sleep(0.2)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(cmd, child.returncode, "", err.read())
     seconds = time.perf_counter() - t0
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    rss_kb = max(rss_kb, tree_peak // 1024)
     files = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     row = {"size": size, "res": res, "format": fmt, "quant": quant, "ok": proc.returncode == 0, "out": str(out),
            "peak_rss_gb": rss_kb / 1e6, "seconds": round(seconds, 1),
