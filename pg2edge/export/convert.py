@@ -286,7 +286,16 @@ def _in_child(fn, *args) -> None:
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:  # exit terminates it
-        pool.apply(fn, args)
+        pool.apply(_child_call, (fn, *args))
+
+
+def _child_call(fn, *args) -> None:
+    """In the child: SIGTERM (the parent stopping) unwinds, so temp directories are removed."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    fn(*args)
 
 
 def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path) -> None:
