@@ -100,7 +100,8 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--quant", default="int4", show_default=True, help="f32, int8, int4 or mixed")
 @click.option("--block", type=int, default=32, show_default=True, help="int4 block size: 32, 64, 128")
 @click.option("--accuracy-level", type=int, default=4, show_default=True,
-              help="ONNX MatMulNBits: 4 = int8 activations (fast), 0 = float activations (exact)")
+              help="4 = int8 activations in the kernels (fast), 0 = float activations, equal to the reference "
+                   "(ONNX MatMulNBits; TFLite per-channel weights, held in float at run time: small models only)")
 @click.option("--max-len", type=int, default=1024, show_default=True, help="KV cache capacity")
 @click.option("--prefill", default="512", show_default=True, callback=_int_list,
               help="comma list of prompt-token buckets (after the image tokens)")

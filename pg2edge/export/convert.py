@@ -45,7 +45,7 @@ class ConvertOptions:
     formats: tuple[str, ...] = ("onnx",)
     quant: str = "int4"
     block: int = 32
-    accuracy_level: int = 4  # ONNX MatMulNBits: 4 = int8 activations (fast), 0 = float activations (exact)
+    accuracy_level: int = 4  # 4 = int8 activations in the kernels (fast), 0 = float activations (exact)
     max_len: int = 1024
     prefill: tuple[int, ...] = (512,)
     force: bool = False
@@ -275,10 +275,11 @@ def _export_stage_file(opts: ConvertOptions, cfg: ModelConfig, recipe, name: str
         cfg, params, _ = load_weights(opts, cfg)
     plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
     file = next(f for f in plan.files if f.name == name)
+    exact = opts.accuracy_level == 0  # as for ONNX: float activations, equal to the reference
     if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
-        _export_wide_table(cfg, opts, file, params, recipe, out)
+        _export_wide_table(cfg, opts, file, params, recipe, out, exact)
     else:
-        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe, exact=exact)
 
 
 def _in_child(fn, *args) -> None:
@@ -298,7 +299,8 @@ def _child_call(fn, *args) -> None:
     fn(*args)
 
 
-def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path) -> None:
+def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path,
+                       exact: bool) -> None:
     """The table file converted at a stand-in vocabulary and widened (`tflite_vocab`): the converter never
     holds the full table."""
     from pg2edge.export.stages import plan_stages
@@ -308,11 +310,12 @@ def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dic
     split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
     small = small_vocab(cfg, table_parts_dims(file.parts))
     if small >= cfg.text.vocab_size:  # a small vocabulary converts as it is
-        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe)
+        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe, exact=exact)
         return
     small_file = next(f for f in plan_stages(small_config(cfg, small), split, opts.stage_bytes).files
                       if f.name == file.name)
-    export_wide_table(file.parts, small_file.parts, small, file.params(params), out / f"{file.name}.tflite", recipe)
+    export_wide_table(file.parts, small_file.parts, small, file.params(params), out / f"{file.name}.tflite", recipe,
+                      exact)
 
 
 def _write_quant_report(cfg: ModelConfig, opts: ConvertOptions, tok: Tokenizer, params: dict, recipe,

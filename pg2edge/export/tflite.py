@@ -68,7 +68,7 @@ def float_tflite(part: Part | Sequence[Part], params: dict) -> bytes:
 
 
 def tflite_bytes(part: Part | Sequence[Part], params: dict, recipe: Recipe | None = None,
-                 float_model: bytes | None = None) -> tuple[bytes, tuple[WeightPlan, ...]]:
+                 float_model: bytes | None = None, exact: bool = False) -> tuple[bytes, tuple[WeightPlan, ...]]:
     """The part's flatbuffer (quantized per `recipe`, float if None) and its weight plan.
 
     `float_model` is `float_tflite(part, params)` when the caller already has it
@@ -79,7 +79,7 @@ def tflite_bytes(part: Part | Sequence[Part], params: dict, recipe: Recipe | Non
     elif sorted(signature_keys(float_model)) != sorted(p.name for p in as_parts(part)):
         raise TFLiteExportError(f"float model has signatures {signature_keys(float_model)}, "
                                 f"not the parts {[p.name for p in as_parts(part)]}")
-    plans = plan_weights(float_model, params, recipe)
+    plans = plan_weights(float_model, params, recipe, exact)
     return quantize_flatbuffer(float_model, plans, params), plans
 
 
@@ -98,13 +98,13 @@ def _write_atomic(data: bytes, path: Path) -> None:
 
 
 def export_tflite(part: Part | Sequence[Part], params: dict, out_path: str | Path, recipe: Recipe | None = None,
-                  float_model: bytes | None = None) -> TFLiteInfo:
+                  float_model: bytes | None = None, exact: bool = False) -> TFLiteInfo:
     """Convert `part` with `params` as constants into one `.tflite` (weights per `recipe`), atomically."""
     start = time.perf_counter()
     path = Path(out_path)
     if not path.parent.is_dir():
         raise TFLiteExportError(f"{path}: output directory {path.parent} does not exist")
-    data, plans = tflite_bytes(part, params, recipe, float_model)
+    data, plans = tflite_bytes(part, params, recipe, float_model, exact)
     return _written(data, plans, path, as_parts(part)[0].name, start)
 
 
@@ -117,7 +117,7 @@ def _written(data: bytes, plans: tuple[WeightPlan, ...], path: Path, signature: 
 
 
 def export_wide_table(parts: Sequence[Part], small_parts: Sequence[Part], small: int, params: dict,
-                      out_path: str | Path, recipe: Recipe | None = None) -> TFLiteInfo:
+                      out_path: str | Path, recipe: Recipe | None = None, exact: bool = False) -> TFLiteInfo:
     """The tied-table file (`stages.table` parts) at full vocabulary, converted at `small` rows (`tflite_vocab`).
 
     `small_parts` are the same signatures built for a `small`-row table;
@@ -130,6 +130,6 @@ def export_wide_table(parts: Sequence[Part], small_parts: Sequence[Part], small:
     table = params["llm"]["embedder"]["input_embedding"]
     small_params = {"llm": {"embedder": {"input_embedding": np.array(table[:small])},
                             "final_norm": params["llm"]["final_norm"]}}
-    data, plans = tflite_bytes(small_parts, small_params, recipe)
+    data, plans = tflite_bytes(small_parts, small_params, recipe, exact=exact)
     data = widen_table_file(data, plans, small, params)
     return _written(data, plans, path, as_parts(parts)[0].name, start)

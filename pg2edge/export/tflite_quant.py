@@ -3,10 +3,12 @@
 1. `plan_weights` maps every FULLY_CONNECTED / EMBEDDING_LOOKUP weight back to
    the parameter matrix it is (`matmul_view`), by value, and asks the recipe
    for its scheme.
-2. ai-edge-quantizer rewrites those ops (per-op scope rules): per-channel
-   schemes as weight-only (int8/int4 constant -> DEQUANTIZE -> float op: exact),
-   block-wise int4 as its dynamic-range blockwise config (the only block-wise
-   mode it has; activations are quantized to int8 inside the kernel), and every
+2. ai-edge-quantizer rewrites those ops (per-op scope rules): matmul weights
+   as dynamic-range (hybrid) FULLY_CONNECTED, which keeps int8/int4 weights in
+   memory and quantizes activations to int8 inside the kernel (per-channel
+   schemes can instead be weight-only when `exact`: int8/int4 constant ->
+   DEQUANTIZE -> float op, equal to the reference, but LiteRT then holds a
+   float32 copy of every weight, which only small models afford), and every
    quantized EMBEDDING_LOOKUP as the hybrid lookup (dequantizes the rows read).
 3. The codes and scales it computed are then overwritten in place with
    `pg2edge.quantize.schemes.quantize` of the same matrix, so the file holds
@@ -46,6 +48,7 @@ class WeightPlan:
     param: str  # big_vision key
     index: tuple[int, ...]  # which matmul of the stacked parameter (layer[, k/v or gate/up])
     scheme: Scheme | None  # None: stays float
+    exact: bool = False  # per-channel weights through DEQUANTIZE + float op (a float copy at run time)
 
     @property
     def label(self) -> str:
@@ -53,12 +56,12 @@ class WeightPlan:
 
     @property
     def mode(self) -> str:
-        """float | weight_only (exact) | dynamic (int8 activations in the kernel) | lookup (exact rows)."""
+        """float | weight_only (exact, float at run time) | dynamic (int8 activations in the kernel) | lookup."""
         if self.scheme is None:
             return "float"
         if self.op == "EMBEDDING_LOOKUP":
             return "lookup"
-        return "weight_only" if self.scheme.block is None else "dynamic"
+        return "weight_only" if self.scheme.block is None and self.exact else "dynamic"
 
     def reference_nk(self, params_flat: dict) -> np.ndarray:
         """The float parameter matrix [N, K], as the op stores it."""
@@ -121,7 +124,8 @@ def _quantizes_anything(recipe: Recipe | None) -> bool:
     return recipe is not None and any(scheme is not None for _, scheme in recipe.rules)
 
 
-def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None) -> tuple[WeightPlan, ...]:
+def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None, exact: bool = False
+                 ) -> tuple[WeightPlan, ...]:
     """Every quantizable weight of a float flatbuffer: which parameter matrix it is and its scheme.
 
     A weight that is no parameter matrix is an error when the recipe quantizes
@@ -148,7 +152,7 @@ def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None) -> tuple
             continue
         name, index = match
         scheme = None if recipe is None else recipe.scheme_for(name, np.shape(params_flat[name]))
-        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme)))
+        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme), exact))
     return tuple(plans)
 
 

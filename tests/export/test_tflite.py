@@ -24,15 +24,17 @@ SPLIT = SplitConfig(max_len=64, prefill_lens=(8,))
 PROMPT = [2, 300, 301, 302, 108]
 RECIPES = {
     "f32": get_recipe("f32"),
-    "int8": get_recipe("int8"),
+    "int8": get_recipe("int8"),  # dynamic-range kernels (int8 activations), as at full size
+    "int8_exact": get_recipe("int8"),  # weight-only: DEQUANTIZE -> float op, equal to the reference
     # TFLite stores block-wise scales as float16: the reference uses the same scales
     "int4": get_recipe("int4", 32, scale_dtype="float16"),
     "int4_pc": Recipe("int4_pc", 32, (("*", Scheme(bits=4)),)),  # per-channel int4: the exact weight-only path
     "mixed": get_recipe("mixed", 32, scale_dtype="float16"),
 }
 ALL_PARTS = ("vision", "prefill_8", "decode")
-PARTS_PER_RECIPE = {"f32": ALL_PARTS, "int8": ALL_PARTS, "int4": ALL_PARTS, "int4_pc": ("decode",),
-                    "mixed": ("vision", "decode")}
+PARTS_PER_RECIPE = {"f32": ALL_PARTS, "int8": ALL_PARTS, "int8_exact": ALL_PARTS, "int4": ALL_PARTS,
+                    "int4_pc": ("decode",), "mixed": ("vision", "decode")}
+EXACT = ("int8_exact", "int4_pc")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def exported(parts, tiny_params, tmp_path_factory):
     out = {}
     for name, recipe in RECIPES.items():
         folder = tmp_path_factory.mktemp(f"tflite_{name}")
-        out[name] = {p.name: export_tflite(p, tiny_params, folder / f"{p.name}.tflite", recipe, float_models[p.name])
+        out[name] = {p.name: export_tflite(p, tiny_params, folder / f"{p.name}.tflite", recipe, float_models[p.name],
+                                           exact=name in EXACT)
                      for p in parts if p.name in PARTS_PER_RECIPE[name]}
     return out
 
@@ -135,9 +138,9 @@ def test_float_greedy_stream_equals_generate(exported, parts, tiny_cfg, tiny_par
     assert ours == ref.tokens[0]
 
 
-@pytest.mark.parametrize("name, bits", [("int8", "int8"), ("int4_pc", "int4")])
+@pytest.mark.parametrize("name, bits", [("int8_exact", "int8"), ("int4_pc", "int4")])
 def test_weight_only_parts_match_fake_quant_exactly(exported, parts, tiny_params, name, bits):
-    """Per-channel schemes are weight-only (DEQUANTIZE -> float op): equal to the reference to float rounding."""
+    """Exact per-channel schemes are weight-only (DEQUANTIZE -> float op): equal to the reference to float rounding."""
     infos = exported[name]
     assert all(set(read_weight_dtypes(i.path).values()) == {bits} for i in infos.values())
     for info in infos.values():
@@ -145,9 +148,20 @@ def test_weight_only_parts_match_fake_quant_exactly(exported, parts, tiny_params
     _compare_parts(parts, infos, fake_quant_params(tiny_params, RECIPES[name]), atol=1e-4, rtol=1e-4)
 
 
+def test_int8_runs_int8_kernels_near_the_reference(exported, parts, tiny_params):
+    """Default int8: FULLY_CONNECTED reads the int8 weights itself (no DEQUANTIZE, no float copy at run time)."""
+    infos = exported["int8"]
+    for info in infos.values():
+        _assert_reference_weights(info, tiny_params)
+        assert "DEQUANTIZE" not in info.op_histogram
+        assert {w.mode for w in info.weights} <= {"dynamic", "lookup"}
+        assert set(read_weight_dtypes(info.path).values()) == {"int8"}
+    _compare_parts(parts, infos, fake_quant_params(tiny_params, RECIPES["int8"]), atol=0.1, rtol=0.02)
+
+
 def test_int8_greedy_stream_equals_fake_quant_generate(exported, parts, tiny_cfg, tiny_params, tiny_pixels):
-    fq = fake_quant_params(tiny_params, RECIPES["int8"])
-    ours = _greedy(parts, exported["int8"], tiny_pixels[:1], 32)
+    fq = fake_quant_params(tiny_params, RECIPES["int8_exact"])
+    ours = _greedy(parts, exported["int8_exact"], tiny_pixels[:1], 32)
     ref = generate(fq, tiny_cfg, tiny_pixels[:1], [PROMPT], max_new_tokens=32, max_len=SPLIT.max_len)
     assert ours == ref.tokens[0]
 

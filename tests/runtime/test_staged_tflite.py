@@ -64,7 +64,8 @@ def test_staged_float_bundle_matches_jax(make_bundle, tiny_checkpoint, image_fil
 def test_staged_int8_bundle_matches_its_fake_quant_reference(make_bundle, tiny_checkpoint, image_file):
     from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 
-    engine = Engine(make_bundle("int8", ("tflite",), stage_bytes=ONE_LAYER), backend="tflite")
+    # accuracy level 0: per-channel int8 through DEQUANTIZE + float ops, equal to the reference
+    engine = Engine(make_bundle("int8", ("tflite",), accuracy_level=0, stage_bytes=ONE_LAYER), backend="tflite")
     result = engine.generate(image_file, PROMPT, max_new_tokens=24)
     _, flat = load_checkpoint(tiny_checkpoint)
     ref = _reference(tiny_checkpoint, engine, image_file, 24, unflatten(fake_quant_params(flat, get_recipe("int8"))))
