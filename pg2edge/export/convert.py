@@ -18,7 +18,7 @@ import numpy as np
 from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model
-from pg2edge.export.stages import STAGE_BYTES, table_bytes
+from pg2edge.export.stages import STAGE_BYTES
 from pg2edge.param_layout import flatten, float32_bytes, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 from pg2edge.progress import Progress
@@ -26,7 +26,6 @@ from pg2edge.progress import Progress
 FORMATS = ("onnx", "tflite")
 QUANTS = ("f32", "int8", "int4", "mixed")
 BLOCKS = (32, 64, 128)
-ISOLATE_ABOVE_BYTES = 4 << 30  # TFLite files of bigger models are converted one process each
 LOC_DENOMINATOR = 1023  # <locNNNN> = round(v * 1023) of the resized image; decode with /1023
 
 
@@ -228,7 +227,9 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
             result.rows.append(_row("onnx", opts.quant, tmp / "onnx", time.perf_counter() - t0))
         if "tflite" in opts.formats:
             t0 = time.perf_counter()
-            backends["tflite"] = _export_tflite_stages(cfg, opts, params, recipe, extra, tmp / "tflite", progress)
+            from pg2edge.export.tflite_bundle import export_tflite_stages
+
+            backends["tflite"] = export_tflite_stages(cfg, opts, params, recipe, extra, tmp / "tflite", progress)
             result.rows.append(_row("tflite", opts.quant, tmp / "tflite", time.perf_counter() - t0))
         if opts.report:
             progress.stage("quant report", 1)
@@ -237,85 +238,6 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
         write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, recipe, extra: list,
-                          out: Path, progress: Progress) -> dict:
-    """The staged TFLite files (`stages.py`), one at a time with only its own weights in memory."""
-    from pg2edge.export.stages import plan_stages
-    from pg2edge.export.tflite import export_tflite
-
-    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
-    out.mkdir()
-    stage = "tflite: trace, convert, quantize"
-    progress.stage(stage, len(plan.files) + len(extra))
-    isolate = float32_bytes(cfg) > ISOLATE_ABOVE_BYTES
-    for file in plan.files:
-        if isolate:  # a fresh process per file: the converter's memory goes back to the system each time
-            _in_child(_export_stage_file, opts, cfg, recipe, file.name, out)
-        else:
-            _export_stage_file(opts, cfg, recipe, file.name, out, params)
-        progress.advance(stage, file.name)
-    entries: dict = {part: {"stages": [[f"tflite/{name}.tflite", signature] for name, signature in stages]}
-                     for part, stages in plan.pipelines.items()}
-    for part, part_params in extra:
-        export_tflite(part, part_params, out / f"{part.name}.tflite", None)
-        entries[part.name] = f"tflite/{part.name}.tflite"
-        progress.advance(stage, part.name)
-    return entries
-
-
-def _export_stage_file(opts: ConvertOptions, cfg: ModelConfig, recipe, name: str, out: Path,
-                       params: dict | None = None) -> None:
-    """One staged TFLite file; in a child process (`params=None`) the weights are opened again, lazily."""
-    from pg2edge.export.stages import plan_stages
-    from pg2edge.export.tflite import export_tflite
-
-    if params is None:
-        cfg, params, _ = load_weights(opts, cfg)
-    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
-    file = next(f for f in plan.files if f.name == name)
-    exact = opts.accuracy_level == 0  # as for ONNX: float activations, equal to the reference
-    if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
-        _export_wide_table(cfg, opts, file, params, recipe, out, exact)
-    else:
-        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe, exact=exact)
-
-
-def _in_child(fn, *args) -> None:
-    """Run `fn(*args)` in a fresh spawned process; its exception is raised here; it dies with this process."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:  # exit terminates it
-        pool.apply(_child_call, (fn, *args))
-
-
-def _child_call(fn, *args) -> None:
-    """In the child: SIGTERM (the parent stopping) unwinds, so temp directories are removed."""
-    import signal
-    import sys
-
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-    fn(*args)
-
-
-def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path,
-                       exact: bool) -> None:
-    """The table file converted at a stand-in vocabulary and widened (`tflite_vocab`): the converter never
-    holds the full table."""
-    from pg2edge.export.stages import plan_stages
-    from pg2edge.export.tflite import export_tflite, export_wide_table
-    from pg2edge.export.tflite_vocab import small_config, small_vocab, table_parts_dims
-
-    split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
-    small = small_vocab(cfg, table_parts_dims(file.parts))
-    if small >= cfg.text.vocab_size:  # a small vocabulary converts as it is
-        export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe, exact=exact)
-        return
-    small_file = next(f for f in plan_stages(small_config(cfg, small), split, opts.stage_bytes).files
-                      if f.name == file.name)
-    export_wide_table(file.parts, small_file.parts, small, file.params(params), out / f"{file.name}.tflite", recipe,
-                      exact)
 
 
 def _write_quant_report(cfg: ModelConfig, opts: ConvertOptions, tok: Tokenizer, params: dict, recipe,
@@ -350,3 +272,4 @@ def _row(fmt: str, quant: str, folder: Path, seconds: float) -> dict:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     return {"format": fmt, "quant": quant, "files": [f.name for f in files],
             "bytes": sum(f.stat().st_size for f in files), "seconds": seconds}
+

@@ -106,7 +106,7 @@ def test_killed_convert_leaves_nothing(tmp_path):
 
 def test_tflite_files_converted_in_child_processes_are_the_same(tmp_path, monkeypatch):
     """Full-size models convert each TFLite file in a fresh process: same bytes as in-process."""
-    from pg2edge.export import convert as convert_module
+    from pg2edge.export import tflite_bundle
     from pg2edge.export.convert import ConvertOptions, convert
 
     def bundle(name):
@@ -116,5 +116,5 @@ def test_tflite_files_converted_in_child_processes_are_the_same(tmp_path, monkey
         return {k: v for k, v in read_manifest(out)["files"].items() if k.startswith("tflite/")}
 
     here = bundle("in_process")
-    monkeypatch.setattr(convert_module, "ISOLATE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(tflite_bundle, "ISOLATE_ABOVE_BYTES", 0)
     assert bundle("isolated") == here and len(here) == 3
