@@ -22,7 +22,7 @@ ISOLATE_ABOVE_BYTES = 4 << 30  # TFLite files of bigger models are converted one
 
 
 def export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, recipe, extra: list,
-                          out: Path, progress: Progress) -> dict:
+                         out: Path, progress: Progress) -> dict:
     """The staged TFLite files (`stages.py`), one at a time with only its own weights in memory."""
     from pg2edge.export.tflite import export_tflite
 
