@@ -1,7 +1,7 @@
 """Staged TFLite layout: every part runs as a chain of files, each small enough to convert in bounded memory.
 
-The TFLite converter holds several copies of a model's weights (about 6x the
-float32 size), so a 3B decoder cannot be converted as one graph in 8 GB. Here
+Converting a file peaks near 12x its float32 weights (the converter's copies,
+then quantization), so a 3B decoder cannot be converted as one graph in 8 GB. Here
 each part of the graph split (`split.py`) is cut along the model's own stage
 functions (`paligemma.prefill_layers` / `prefill_head`, `decode_layers` /
 `decode_head`, `siglip.embed_patches` / `encoder_blocks` / `project`) into:
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,6 +51,7 @@ class StageFile:
     parts: tuple[Part, ...]
     keys: tuple[str, ...]  # flat param names the file holds
     layers: range | None = None  # for stacked params: the slice of the stack it holds
+    widen: bool = False  # the tied table, too big to convert: convert at a stand-in vocabulary, then widen
 
     def params(self, params: dict) -> dict:
         """This file's weights from the full (possibly lazy) tree, materialized: stacks sliced to `layers`."""
@@ -147,7 +149,7 @@ def _layer_file(cfg: ModelConfig, split: SplitConfig, g: int, layers: range, key
     return StageFile(f"layers_{g}", tuple(parts), tuple(keys), layers)
 
 
-def _table_file(cfg: ModelConfig, split: SplitConfig) -> StageFile:
+def _table_file(cfg: ModelConfig, split: SplitConfig, budget: int) -> StageFile:
     t, b, n_img = cfg.text, split.batch, cfg.num_image_tokens
     logits = TensorSpec("logits", (b, t.vocab_size), "float32")
     parts = []
@@ -167,7 +169,8 @@ def _table_file(cfg: ModelConfig, split: SplitConfig) -> StageFile:
     parts.append(Part("embed_decode", lambda params, token: (paligemma.embed(params, cfg, token[:, None]),),
                       (TensorSpec("token", (b,), "int32"),), (hidden,)))
     parts.append(Part("head_decode", lambda params, x: (paligemma.decode_head(params, cfg, x),), (hidden,), (logits,)))
-    return StageFile("table", tuple(parts), ("llm/embedder/input_embedding", "llm/final_norm/scale"))
+    return StageFile("table", tuple(parts), ("llm/embedder/input_embedding", "llm/final_norm/scale"),
+                     widen=table_bytes(cfg) > budget)
 
 
 def table_bytes(cfg: ModelConfig) -> int:
@@ -182,7 +185,7 @@ def plan_stages(cfg: ModelConfig, split: SplitConfig, stage_bytes: int = STAGE_B
     keys, per_layer = _stack_bytes(cfg, _DECODER_STACK)
     layer_files = [_layer_file(cfg, split, g, layers, keys)
                    for g, layers in enumerate(_groups(cfg.text.depth, per_layer, stage_bytes))]
-    files = (*vision, *layer_files, _table_file(cfg, split))
+    files = (*vision, *layer_files, _table_file(cfg, split, stage_bytes))
     pipelines = {"vision": tuple((f.name, "vision") for f in vision)}
     for n in split.prefill_lens:
         pipelines[f"prefill_{n}"] = (("table", f"embed_prefill_{n}"), *((f.name, f"prefill_{n}") for f in layer_files),

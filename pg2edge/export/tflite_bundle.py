@@ -14,7 +14,7 @@ from pathlib import Path
 from pg2edge.config import ModelConfig
 from pg2edge.export.convert import ConvertOptions, load_weights
 from pg2edge.export.split import SplitConfig
-from pg2edge.export.stages import plan_stages, table_bytes
+from pg2edge.export.stages import StageFile, plan_stages
 from pg2edge.param_layout import float32_bytes
 from pg2edge.progress import Progress
 
@@ -33,9 +33,9 @@ def export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, r
     isolate = float32_bytes(cfg) > ISOLATE_ABOVE_BYTES
     for file in plan.files:
         if isolate:  # a fresh process per file: the converter's memory goes back to the system each time
-            _in_child(_export_stage_file, opts, cfg, recipe, file.name, out)
+            _in_child(_export_named_file, opts, cfg, recipe, file.name, out)
         else:
-            _export_stage_file(opts, cfg, recipe, file.name, out, params)
+            _export_file(opts, cfg, recipe, file, params, out)
         progress.advance(stage, file.name)
     entries: dict = {part: {"stages": [[f"tflite/{name}.tflite", signature] for name, signature in stages]}
                      for part, stages in plan.pipelines.items()}
@@ -46,17 +46,19 @@ def export_tflite_stages(cfg: ModelConfig, opts: ConvertOptions, params: dict, r
     return entries
 
 
-def _export_stage_file(opts: ConvertOptions, cfg: ModelConfig, recipe, name: str, out: Path,
-                       params: dict | None = None) -> None:
-    """One staged TFLite file; in a child process (`params=None`) the weights are opened again, lazily."""
+def _export_named_file(opts: ConvertOptions, cfg: ModelConfig, recipe, name: str, out: Path) -> None:
+    """In a child process: open the weights again (lazily), plan, and write the file called `name`."""
+    cfg, params, _ = load_weights(opts, cfg)
+    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
+    _export_file(opts, cfg, recipe, next(f for f in plan.files if f.name == name), params, out)
+
+
+def _export_file(opts: ConvertOptions, cfg: ModelConfig, recipe, file: StageFile, params: dict, out: Path) -> None:
+    """One staged TFLite file, holding only its own weights."""
     from pg2edge.export.tflite import export_tflite
 
-    if params is None:
-        cfg, params, _ = load_weights(opts, cfg)
-    plan = plan_stages(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))), opts.stage_bytes)
-    file = next(f for f in plan.files if f.name == name)
     exact = opts.accuracy_level == 0  # as for ONNX: float activations, equal to the reference
-    if file.name == "table" and table_bytes(cfg) > opts.stage_bytes:
+    if file.widen:
         _export_wide_table(cfg, opts, file, params, recipe, out, exact)
     else:
         export_tflite(file.parts, file.params(params), out / f"{file.name}.tflite", recipe, exact=exact)
@@ -79,7 +81,7 @@ def _child_call(fn, *args) -> None:
     fn(*args)
 
 
-def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file, params: dict, recipe, out: Path,
+def _export_wide_table(cfg: ModelConfig, opts: ConvertOptions, file: StageFile, params: dict, recipe, out: Path,
                        exact: bool) -> None:
     """The table file converted at a stand-in vocabulary and widened (`tflite_vocab`): the converter never
     holds the full table."""

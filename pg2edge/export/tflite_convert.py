@@ -36,7 +36,6 @@ from pg2edge.export.split import Part
 from pg2edge.jaxpr_eval import INLINE_PRIMITIVES, bind, eval_jaxpr
 
 
-
 class TFLiteExportError(Pg2EdgeError):
     """A part cannot be converted, quantized or verified as TFLite."""
 

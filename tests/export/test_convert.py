@@ -94,14 +94,15 @@ def test_killed_convert_leaves_nothing(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pg2edge.cli", "convert", "--size", "tiny", "--random-init",
                              "--format", "onnx,tflite", "--max-len", "64", "--prefill", "8", "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.monotonic() < deadline, "convert ended before staging"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    assert not out.exists() and not list(tmp_path.iterdir())
+    code = proc.wait(timeout=120)
+    assert code == 128 + signal.SIGTERM, proc.stderr.read()[-2000:]
+    assert not out.exists() and not list(tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
 def test_tflite_files_converted_in_child_processes_are_the_same(tmp_path, monkeypatch):
