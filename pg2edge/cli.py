@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from typing import Callable
 import click
 
 from pg2edge.errors import Pg2EdgeError
+from pg2edge.stop import stop_on_sigterm
 
 
 def _one_line_errors(fn: Callable) -> Callable:
@@ -41,11 +41,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")
     # `kill` (SIGTERM) unwinds like Ctrl-C, so staging directories are removed on the way out
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-
-def _exit_on_sigterm(signum: int, _frame) -> None:
-    raise SystemExit(128 + signum)
+    stop_on_sigterm()
 
 
 @main.command()

@@ -16,6 +16,7 @@ from typing import Iterator
 from pg2edge import __version__
 from pg2edge.errors import Pg2EdgeError
 from pg2edge.runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from pg2edge.stop import raise_if_stopped
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -36,6 +37,7 @@ def staging_dir(out: Path, force: bool) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for the staging phase only
         yield tmp
+        raise_if_stopped()  # a SIGTERM whose exception was swallowed (gc callback) must not commit
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)

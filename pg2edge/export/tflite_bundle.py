@@ -74,10 +74,9 @@ def _in_child(fn, *args) -> None:
 
 def _child_call(fn, *args) -> None:
     """In the child: SIGTERM (the parent stopping) unwinds, so temp directories are removed."""
-    import signal
-    import sys
+    from pg2edge.stop import stop_on_sigterm
 
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    stop_on_sigterm()
     fn(*args)
 
 
