@@ -89,10 +89,16 @@ def read_bandwidth_gbs(gigabytes: float = 1.0, threads: int = 2, repeats: int = 
     return best
 
 
+def _onnx_decoder_part(manifest: dict) -> str:
+    """`step` (one graph for prompt and decode) in current ONNX bundles, `decode` in older ones."""
+    return "step" if "step" in manifest["backends"]["onnx"] else "decode"
+
+
 def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
-    """Bytes a decode step reads: its weights (every initializer of decode.onnx, or every file of the
-    TFLite decode stages) plus the KV cache inputs."""
+    """Bytes a decode step reads: its weights (every initializer of the ONNX decoder graph, or every file
+    of the TFLite decode stages) plus the KV cache inputs."""
     manifest = json.loads((bundle / "manifest.json").read_text())
+    part = "decode" if backend == "tflite" else _onnx_decoder_part(manifest)
     total = 0
     if backend == "tflite":
         files = {f for f, _ in manifest["backends"]["tflite"]["decode"]["stages"]}
@@ -101,14 +107,14 @@ def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
         import onnx
         from onnx import TensorProto
 
-        model = onnx.load(str(bundle / "onnx" / "decode.onnx"), load_external_data=False)
+        model = onnx.load(str(bundle / "onnx" / f"{part}.onnx"), load_external_data=False)
         for t in model.graph.initializer:
             if t.data_location == TensorProto.EXTERNAL:
                 total += int({e.key: e.value for e in t.external_data}["length"])
             else:
                 total += len(t.raw_data)
-    for spec in manifest["parts"]["decode"]["inputs"]:
-        if spec["name"] not in ("token", "pos"):
+    for spec in manifest["parts"][part]["inputs"]:
+        if spec["name"].startswith(("k_", "v_")):
             total += int(np.prod(spec["shape"])) * 4
     return total
 
@@ -120,11 +126,16 @@ def profile_decode(bundle: Path, steps: int = 5) -> list[dict]:
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     opts.intra_op_num_threads = len(os.sched_getaffinity(0))
+    part = _onnx_decoder_part(json.loads((bundle / "manifest.json").read_text()))
+    one_token = {"m": 0, "t": 1}  # the `step` graph's symbolic axes for one decode step
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "decode")
-        session = ort.InferenceSession(str(bundle / "onnx" / "decode.onnx"), opts, providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.zeros(i.shape, np.int32 if "int32" in i.type else np.float32) for i in session.get_inputs()}
+        session = ort.InferenceSession(str(bundle / "onnx" / f"{part}.onnx"), opts, providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.zeros([one_token.get(d, d) for d in i.shape], np.int32 if "int32" in i.type else np.float32)
+                 for i in session.get_inputs()}
         feeds["pos"][:] = 300
+        if "valid_len" in feeds:
+            feeds["valid_len"][:] = 1
         for _ in range(steps):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())

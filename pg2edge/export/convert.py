@@ -17,7 +17,7 @@ import numpy as np
 
 from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
-from pg2edge.export.split import Part, SplitConfig, split_model
+from pg2edge.export.split import Part, SplitConfig, split_model, step_part
 from pg2edge.export.stages import STAGE_BYTES
 from pg2edge.param_layout import flatten, float32_bytes, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
@@ -174,7 +174,11 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
                                "prefill_<n>(image_embeds, tokens padded to n, valid_len = num_image_tokens + "
                                "prompt length) -> logits, new_k_i/new_v_i for slots [0, num_image_tokens + n)",
                                "decode(token, pos, k_i, v_i) -> logits, new_k_i/new_v_i for slot pos; "
-                               "pos starts at valid_len and grows by one per token"]},
+                               "pos starts at valid_len and grows by one per token",
+                               "or, where a backend has `step` (ONNX): step(image_embeds [1,m,D], tokens [1,t], "
+                               "pos, valid_len = m + t, k_i, v_i) -> logits, new_k_i/new_v_i for slots "
+                               "[pos, pos + m + t); the prompt is m = num_image_tokens, t = prompt length, pos 0; "
+                               "each decode step is m = 0, t = 1"]},
         "kv_cache": {"layout": "per layer i: k_i, v_i [batch, num_kv_heads, max_len, head_dim] float32",
                      "num_layers": t.depth, "num_kv_heads": t.num_kv_heads, "head_dim": t.head_dim,
                      "update": "graphs return only new entries; the runtime writes them in place"},
@@ -207,7 +211,11 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
     cfg, params, weights = load_weights(opts, cfg)
     progress.advance("load weights")
     tok = load_tokenizer(opts, cfg)
-    parts = split_model(cfg, SplitConfig(opts.max_len, tuple(sorted(opts.prefill))))
+    split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
+    parts = split_model(cfg, split)
+    # ONNX: vision + one `step` graph of symbolic length (one session holds the decoder weights once);
+    # TFLite (static shapes only): vision, a prefill graph per bucket, decode
+    onnx_parts = [parts[0], step_part(cfg, split)]
     extra = _vae_parts(opts)  # (part, params) kept in float: ~5 MB, and masks are thresholded
     result = ConvertResult(Path(opts.out))
     backends: dict = {}
@@ -218,8 +226,8 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
 
             t0 = time.perf_counter()
             (tmp / "onnx").mkdir()
-            progress.stage("onnx: quantize, trace, write", len(parts))
-            infos = export_parts(parts, params, tmp / "onnx", QuantizedWeights(recipe, opts.accuracy_level),
+            progress.stage("onnx: quantize, trace, write", len(onnx_parts))
+            infos = export_parts(onnx_parts, params, tmp / "onnx", QuantizedWeights(recipe, opts.accuracy_level),
                                  on_part=lambda name: progress.advance("onnx: quantize, trace, write", name))
             for part, part_params in extra:
                 infos.update(export_parts([part], part_params, tmp / "onnx", weights_name=f"{part.name}.onnx.data"))
@@ -235,7 +243,9 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
             progress.stage("quant report", 1)
             result.notes += _write_quant_report(cfg, opts, tok, params, recipe, tmp)
             progress.advance("quant report")
-        write_manifest(tmp, build_manifest(cfg, opts, weights, tok, parts + [p for p, _ in extra], backends))
+        listed = list({p.name: p for fmt, ps in (("tflite", parts), ("onnx", onnx_parts)) if fmt in opts.formats
+                       for p in ps}.values())
+        write_manifest(tmp, build_manifest(cfg, opts, weights, tok, listed + [p for p, _ in extra], backends))
     result.seconds = time.perf_counter() - start
     return result
 

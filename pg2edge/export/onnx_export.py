@@ -63,7 +63,12 @@ def build_model(part: Part, params: dict, sink: WeightSink | None = None,
     g = GraphBuilder(weights=weights)
     lowering = Lowering(g, sink)
     weight_args = [Const(a if isinstance(a, Lazy) else np.asarray(a), n, (n,)) for n, a in zip(names, arrays)]
-    input_args = [Dyn(s.name, s.shape, np.dtype(s.dtype)) for s in part.inputs]
+    input_avals = closed.in_avals[len(names):]
+    input_args = [Dyn(s.name, tuple(a.shape), np.dtype(s.dtype)) for s, a in zip(part.inputs, input_avals)]
+    for s in part.inputs:
+        for axis, d in enumerate(s.shape):
+            if isinstance(d, str):
+                g.read_dim(d, s.name, axis)
     outs = lowering.run(closed.jaxpr, list(closed.consts), weight_args + input_args)
     for spec, value in zip(part.outputs, outs):
         g.nodes.append(helper.make_node("Identity", [lowering.materialize(value)], [spec.name]))

@@ -15,6 +15,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from pg2edge.checkpoint.lazy import Lazy
+from pg2edge.export.onnx_dims import affine, static_shape
 
 NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int32): TensorProto.INT32,
               np.dtype(np.int64): TensorProto.INT64, np.dtype(np.bool_): TensorProto.BOOL,
@@ -42,11 +43,23 @@ class Const:
 
 @dataclass(frozen=True)
 class Dyn:
-    """A runtime value: the name of an ONNX tensor, its static shape and dtype."""
+    """A runtime value: the name of an ONNX tensor, its shape (ints, or symbolic dims) and dtype."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple
     dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class Bcast:
+    """A constant broadcast to a symbolic shape: stored compact (size-1 axes), expanded only if an op needs it."""
+
+    compact: np.ndarray
+    shape: tuple
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.compact.dtype
 
 
 class WeightSink(Protocol):
@@ -118,6 +131,7 @@ class GraphBuilder:
     initializers: list = field(default_factory=list)
     inline_bytes: int = 4096
     memo: dict = field(default_factory=dict)  # per-graph: weights already emitted, by key
+    dims: dict = field(default_factory=dict)  # symbolic variable -> int64 [1] tensor read from an input's shape
     _count: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -143,10 +157,55 @@ class GraphBuilder:
         return out
 
     def shape_const(self, shape) -> str:
-        return self.const(np.asarray(shape, np.int64), "shape")
+        """A shape as an int64 tensor: an initializer, or computed at runtime when a dim is symbolic."""
+        if static_shape(shape):
+            return self.const(np.asarray(shape, np.int64), "shape")
+        key = ("shape", str(tuple(shape)))
+        if key in self.memo:
+            return self.memo[key]
+        pieces, run = [], []
+        for d in shape:
+            if static_shape([d]):
+                run.append(int(d))
+                continue
+            if run:
+                pieces.append(self.const(np.asarray(run, np.int64), "shape"))
+                run = []
+            pieces.append(self.dim(d))
+        if run:
+            pieces.append(self.const(np.asarray(run, np.int64), "shape"))
+        self.memo[key] = pieces[0] if len(pieces) == 1 else self.op("Concat", pieces, "shape", axis=0)
+        return self.memo[key]
+
+    def read_dim(self, var: str, tensor: str, axis: int) -> None:
+        """Make symbolic variable `var` available as `tensor`'s runtime size along `axis`."""
+        if var not in self.dims:
+            self.dims[var] = self.op("Shape", [tensor], f"dim_{var}", start=axis, end=axis + 1)
+
+    def dim(self, d) -> str:
+        """A dimension as an int64 [1] tensor (memoized per expression)."""
+        key = ("dim", str(d))
+        if key in self.memo:
+            return self.memo[key]
+        c0, coeffs = affine(d)
+        terms = []
+        for var, c in sorted(coeffs.items()):
+            if var not in self.dims:
+                raise NotImplementedError(f"ONNX lowering: symbolic dimension {var!r} is not an input's axis")
+            t = self.dims[var]
+            terms.append(t if c == 1 else self.op("Mul", [t, self.const(np.asarray([c], np.int64), "coeff")]))
+        if c0 or not terms:
+            terms.append(self.const(np.asarray([c0], np.int64), "dim"))
+        out = terms[0]
+        for t in terms[1:]:
+            out = self.op("Add", [out, t], "dim")
+        self.memo[key] = out
+        return out
 
     def reshape(self, x: str, shape) -> str:
-        return self.op("Reshape", [x, self.shape_const(shape)])
+        if static_shape(shape):
+            return self.op("Reshape", [x, self.shape_const(shape)])
+        return self.op("Reshape", [x, self.shape_const(shape)], allowzero=1)  # a symbolic dim may be 0
 
     def transpose(self, x: str, perm) -> str:
         perm = list(perm)

@@ -19,8 +19,9 @@ from jax.extend import core as jcore
 from onnx import helper
 
 from pg2edge.checkpoint.lazy import Lazy, LazyStack
-from pg2edge.export.onnx_graph import (NP_TO_ONNX, Const, Dyn, GraphBuilder, WeightFile,  # noqa: F401 (re-exported)
-                                       WeightSink, weight_key)
+from pg2edge.export.onnx_dims import dim_product, static_shape
+from pg2edge.export.onnx_graph import (NP_TO_ONNX, Bcast, Const, Dyn, GraphBuilder,  # noqa: F401 (re-exported)
+                                       WeightFile, WeightSink, weight_key)
 from pg2edge.export.onnx_kernels import KERNELS
 
 _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
@@ -42,7 +43,7 @@ class Lowering:
         self._depth = 0
 
     # -- values -------------------------------------------------------------
-    def materialize(self, v: Const | Dyn, broadcasting: bool = False) -> str:
+    def materialize(self, v: Const | Dyn | Bcast, broadcasting: bool = False) -> str:
         """An ONNX tensor name for `v` (constants become initializers).
 
         For ops with ONNX broadcasting, a broadcast constant (numpy stride-0
@@ -50,6 +51,9 @@ class Lowering:
         """
         if isinstance(v, Dyn):
             return v.name
+        if isinstance(v, Bcast):
+            compact = self.g.const(np.ascontiguousarray(v.compact), "c")
+            return compact if broadcasting else self.g.op("Expand", [compact, self.g.shape_const(v.shape)])
         value = v.array()
         if broadcasting and 0 in value.strides:
             value = value[tuple(slice(0, 1) if st == 0 else slice(None) for st in value.strides)]
@@ -127,7 +131,12 @@ class Lowering:
             closed = sub if hasattr(sub, "consts") else jcore.ClosedJaxpr(sub, ())
             return self.run(closed.jaxpr, list(closed.consts), ins)
         if all(isinstance(v, Const) for v in ins):
+            if not all(static_shape(v.aval.shape) for v in eqn.outvars):
+                return [self.symbolic_const(eqn, ins)]
             return self.fold(eqn, ins)
+        if not any(isinstance(v, Dyn) for v in ins):  # Bcast and Const only: one operand at full shape
+            i = next(i for i, v in enumerate(ins) if isinstance(v, Bcast))
+            ins = ins[:i] + [Dyn(self.materialize(ins[i]), ins[i].shape, ins[i].dtype)] + ins[i + 1:]
         if name == "dot_general":
             return [self.dot_general(eqn, *ins)]
         if name == "gather":
@@ -144,6 +153,28 @@ class Lowering:
             raise NotImplementedError(f"ONNX lowering: primitive {name!r} is not supported "
                                       f"(params {sorted(eqn.params)})")
         return [Dyn(out, tuple(aval.shape), np.dtype(aval.dtype))]
+
+    def symbolic_const(self, eqn, ins: list[Const]) -> Dyn | Bcast:
+        """A weight-free value of symbolic shape: an index range (Range) or a broadcast constant (Bcast)."""
+        name, p = eqn.primitive.name, eqn.params
+        shape = tuple(eqn.outvars[0].aval.shape)
+        if name == "broadcast_in_dim":
+            ranked = [1] * len(shape)
+            for s, d in zip(np.shape(ins[0].array()), p["broadcast_dimensions"]):
+                ranked[d] = s
+            return Bcast(np.asarray(ins[0].array()).reshape(ranked), shape)
+        if name == "iota":
+            dtype, axis = np.dtype(p["dtype"]), p["dimension"]
+            zero, one = (self.g.const(np.asarray(v, np.int64), "range") for v in (0, 1))
+            limit = self.g.op("Squeeze", [self.g.dim(shape[axis])], "range")
+            idx = self.g.op("Cast", [self.g.op("Range", [zero, limit, one])], to=NP_TO_ONNX[dtype])
+            ranked = [1] * len(shape)
+            ranked[axis] = shape[axis]
+            out = self.g.reshape(idx, ranked) if len(shape) > 1 else idx
+            if list(ranked) != list(shape):
+                out = self.g.op("Expand", [out, self.g.shape_const(shape)])
+            return Dyn(out, shape, dtype)
+        raise NotImplementedError(f"ONNX lowering: constant {name!r} of symbolic shape {shape}")
 
     def fold(self, eqn, ins: list[Const]) -> list[Const]:
         """Evaluate a weight-only equation; shape ops on weights stay lazy views (no copies)."""
@@ -210,8 +241,8 @@ class Lowering:
         lf = [d for d in range(len(lshape)) if d not in lc and d not in lb]
         rf = [d for d in range(len(rshape)) if d not in rc and d not in rb]
         batch = [lshape[d] for d in lb]
-        m, k = int(np.prod([lshape[d] for d in lf])), int(np.prod([lshape[d] for d in lc]))
-        n = int(np.prod([rshape[d] for d in rf]))
+        m, k = dim_product(lshape[d] for d in lf), dim_product(lshape[d] for d in lc)
+        n = dim_product(rshape[d] for d in rf)
         a = self.g.reshape(self.g.transpose(self.materialize(lhs), list(lb) + lf + list(lc)), batch + [m, k])
         b = self.g.reshape(self.g.transpose(self.materialize(rhs), list(rb) + list(rc) + rf), batch + [k, n])
         return self.g.reshape(self.g.op("MatMul", [a, b]), list(out_shape))
@@ -219,6 +250,8 @@ class Lowering:
     def gather(self, eqn, operand, indices) -> Dyn:
         dn = eqn.params["dimension_numbers"]
         aval = eqn.outvars[0].aval
+        if isinstance(operand, Dyn):
+            return self._slice_gather(eqn, operand, indices)
         is_row_lookup = (isinstance(operand, Const) and len(operand.value.shape) == 2
                          and dn.collapsed_slice_dims == (0,) and dn.start_index_map == (0,)
                          and tuple(eqn.params["slice_sizes"]) == (1, operand.value.shape[1]))
@@ -228,6 +261,23 @@ class Lowering:
         ids_shape = tuple(indices.shape[:-1])
         ids = Dyn(self.g.reshape(self.materialize(indices), list(ids_shape)), ids_shape, indices.dtype)
         return Dyn(self.sink.gather(self.g, operand, ids), tuple(aval.shape), np.dtype(aval.dtype))
+
+    def _slice_gather(self, eqn, operand: Dyn, indices) -> Dyn:
+        """A gather that is a slice at a constant start along one axis (jax's indexing under symbolic shapes)."""
+        dn, sizes = eqn.params["dimension_numbers"], tuple(eqn.params["slice_sizes"])
+        rank = len(operand.shape)
+        axis = dn.start_index_map[0] if len(dn.start_index_map) == 1 else None
+        if not (isinstance(indices, Const) and axis is not None and dn.collapsed_slice_dims == ()
+                and tuple(dn.offset_dims) == tuple(range(rank)) and not dn.operand_batching_dims
+                and all(sizes[d] == operand.shape[d] for d in range(rank) if d != axis)):
+            raise NotImplementedError(f"ONNX lowering: only constant-start slices of a runtime value are "
+                                      f"supported as gather, found {dn} with slice sizes {sizes}")
+        start = int(indices.array().reshape(-1)[0])
+        begin = self.g.const(np.asarray([start], np.int64), "slice")
+        end = self.g.shape_const([start + sizes[axis]])
+        axes = self.g.const(np.asarray([axis], np.int64), "slice")
+        aval = eqn.outvars[0].aval
+        return Dyn(self.g.op("Slice", [operand.name, begin, end, axes]), tuple(aval.shape), np.dtype(aval.dtype))
 
     # -- the remaining primitives ---------------------------------------------
     def p_integer_pow(self, eqn, ins):
@@ -360,8 +410,11 @@ def _view(value: np.ndarray | Lazy, name: str, p: dict, shape: tuple[int, ...]) 
     return Lazy(shape, value.dtype, lambda: _apply_view(value.materialize(), name, p, shape))
 
 
-def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple[int, ...], str]]):
-    """jaxpr of `fn(params, *inputs)` with the params as leading flat arguments."""
+def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple, str]]):
+    """jaxpr of `fn(params, *inputs)` with the params as leading flat arguments.
+
+    An input dimension given as a name (e.g. "t") is traced as a jax symbolic dimension.
+    """
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
     arrays = [leaf for _, leaf in leaves]
@@ -370,6 +423,20 @@ def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple[int, ...], s
         return fn(jax.tree_util.tree_unflatten(treedef, flat_params), *args)
 
     abstract = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
-    specs = [jax.ShapeDtypeStruct(shape, dtype) for _, shape, dtype in inputs]
+    symbols = _symbols(inputs)
+    specs = [jax.ShapeDtypeStruct(symbolic_shape(shape, symbols), dtype) for _, shape, dtype in inputs]
     closed = jax.make_jaxpr(flat_fn)(abstract, *specs)
     return closed, names, arrays
+
+
+def _symbols(inputs: list[tuple[str, tuple, str]]) -> dict:
+    """One jax symbolic dimension per distinct named input axis, all in one scope."""
+    from jax import export
+
+    names = sorted({d for _, shape, _ in inputs for d in shape if isinstance(d, str)})
+    return dict(zip(names, export.symbolic_shape(", ".join(names)))) if names else {}
+
+
+def symbolic_shape(shape: tuple, symbols: dict) -> tuple:
+    """`shape` with its named axes replaced by their symbolic dimensions."""
+    return tuple(symbols[d] if isinstance(d, str) else d for d in shape)

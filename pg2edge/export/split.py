@@ -30,7 +30,7 @@ class TensorSpec:
     """One named graph input or output."""
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]  # a name ("t", "m + t") is an axis whose length is chosen per call
     dtype: str  # numpy dtype name: "float32", "int32"
 
     def to_dict(self) -> dict:
@@ -69,7 +69,7 @@ class SplitConfig:
                                   f"must be < --max-len {self.max_len}")
 
 
-def kv_specs(cfg: ModelConfig, prefix: str, batch: int, length: int) -> tuple[TensorSpec, ...]:
+def kv_specs(cfg: ModelConfig, prefix: str, batch: int, length: int | str) -> tuple[TensorSpec, ...]:
     """`<prefix>k_i` then `<prefix>v_i` for every layer i: [batch, num_kv_heads, length, head_dim]."""
     t = cfg.text
     shape = (batch, t.num_kv_heads, length, t.head_dim)
@@ -118,6 +118,25 @@ def decode_part(cfg: ModelConfig, split: SplitConfig) -> Part:
               *kv_specs(cfg, "", b, split.max_len))
     outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *kv_specs(cfg, "new_", b, 1))
     return Part("decode", fn, inputs, outputs)
+
+
+def step_part(cfg: ModelConfig, split: SplitConfig) -> Part:
+    """Prefill and decode in one graph of symbolic chunk length (`paligemma.step`): M image embeddings (M = 0
+    when decoding) and T tokens at cache slots [pos, pos + M + T) -> logits at the last valid position and
+    the chunk's keys/values. One session of it holds the decoder weights once (ONNX bundles)."""
+    b, depth = split.batch, cfg.text.depth
+
+    def fn(params, image_embeds, tokens, pos, valid_len, *kv):
+        cache = KVCache(k=tuple(kv[:depth]), v=tuple(kv[depth:]))
+        logits, chunk = paligemma.step(params, cfg, image_embeds, tokens, pos, valid_len, cache)
+        return (logits, *(a.astype(jnp.float32) for a in chunk.k + chunk.v))
+
+    inputs = (TensorSpec("image_embeds", (b, "m", cfg.text.width), "float32"),
+              TensorSpec("tokens", (b, "t"), "int32"),
+              TensorSpec("pos", (b,), "int32"), TensorSpec("valid_len", (b,), "int32"),
+              *kv_specs(cfg, "", b, split.max_len))
+    outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *kv_specs(cfg, "new_", b, "m + t"))
+    return Part("step", fn, inputs, outputs)
 
 
 def split_model(cfg: ModelConfig, split: SplitConfig) -> list[Part]:

@@ -105,6 +105,22 @@ def decode_masks(cfg: TextConfig, pos_b: jax.Array, capacity: int) -> Masks:
                  old_full=old_full[:, None, :], old_local=old_local[:, None, :])
 
 
+def chunk_masks(cfg: TextConfig, start_b: jax.Array, valid_b: jax.Array, num_tokens: int, capacity: int) -> Masks:
+    """A chunk at cache slots [start, start + n): its valid tokens see each other (one prefix block) and the
+    cache slots before `start` (local layers: within the window).
+
+    With start 0 this is `prefill_masks` (no cache slot visible); with one token it is `decode_masks`.
+    """
+    idx = jnp.arange(num_tokens)
+    visible = idx[None, :] < valid_b[:, None]  # [B, n]
+    new = jnp.broadcast_to(visible[:, None, :], (visible.shape[0], num_tokens, num_tokens))
+    slot = jnp.arange(capacity)[None, None, :]
+    q_pos = (start_b[:, None] + idx[None, :])[:, :, None]  # [B, n, 1]
+    old_full = jnp.broadcast_to(slot < start_b[:, None, None], (visible.shape[0], num_tokens, capacity))
+    old_local = old_full & (q_pos - slot < cfg.sliding_window)
+    return Masks(new_full=new, new_local=new, old_full=old_full, old_local=old_local)
+
+
 def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
                mask_new: jax.Array, mask_old: jax.Array | None, kv_old: tuple[jax.Array, jax.Array] | None):
     """GQA self-attention over (cache slots, this call's tokens); returns output and new (k, v)."""

@@ -86,6 +86,24 @@ def decode_head(params: dict, cfg: ModelConfig, x_b1d: jax.Array) -> jax.Array:
     return gemma2.lm_head(params["llm"], cfg.text, x[:, 0])
 
 
+def step(params: dict, cfg: ModelConfig, image_embeds_bmd: jax.Array, tokens_bt: jax.Array, start_b: jax.Array,
+         valid_b: jax.Array, cache: KVCache) -> tuple[jax.Array, KVChunk]:
+    """Prefill or decode as one function of the chunk length: image embeddings (M of them, 0 when decoding)
+    and T tokens at cache slots [start, start + M + T), of which the first `valid` are real.
+
+    Returns the logits [B, V] at the last valid position and the chunk's keys/values. A graph traced
+    with M and T symbolic serves both the prompt (M = image tokens, start 0) and every decode step
+    (M = 0, T = 1), so a runtime holds one copy of the decoder weights.
+    """
+    x = prompt_embeddings(params, cfg, image_embeds_bmd, tokens_bt)
+    b, n, _ = x.shape
+    pos_bn = start_b[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :]
+    masks = gemma2.chunk_masks(cfg.text, start_b, valid_b, n, cache.capacity)
+    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, x.astype(_dtype(params)), pos_bn, masks, cache,
+                                    final_norm=False)
+    return prefill_head(params, cfg, x, valid_b), chunk
+
+
 def forward(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array, tokens_bt: jax.Array,
             mask_ar_bt: jax.Array, input_mask_bt: jax.Array) -> jax.Array:
     """Training graph: logits [B, T, V] for the text positions (image positions dropped).

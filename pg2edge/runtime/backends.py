@@ -81,6 +81,8 @@ class OnnxBackend:
 
     def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "OnnxDecoder":
         """The decode loop's state: KV buffers owned here, bound once with IO binding."""
+        if part == "step":
+            return OnnxStepDecoder(self._ort, self.session(part), kv_specs, logits_shape)
         return OnnxDecoder(self._ort, self.session(part), kv_specs, logits_shape)
 
     def release(self) -> None:
@@ -121,6 +123,59 @@ class OnnxDecoder:
     def step(self, token: int, pos: int) -> np.ndarray:
         """One decode call at slot `pos`; its keys/values are written in place; returns logits."""
         self._token[0], self._pos[0] = token, pos
+        self._session.run_with_iobinding(self._binding)
+        self.write(self.out, pos)
+        return self.out["logits"]
+
+
+class OnnxStepDecoder(OnnxDecoder):
+    """Prefill and decode through one `step` session (symbolic chunk length): the decoder weights are held
+    once. Decode binds a zero-length image input and one token; `prefill` runs the prompt chunk over the
+    same cache buffers."""
+
+    def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
+        self._ort = ort
+        self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
+        width = next(i for i in session.get_inputs() if i.name == "image_embeds").shape[2]
+        self._no_image = np.zeros((logits_shape[0], 0, width), np.float32)
+        self._token, self._pos = np.zeros((1, 1), np.int32), np.zeros((1,), np.int32)
+        self._one = np.ones((1,), np.int32)
+        self.out = {"logits": np.zeros(logits_shape, np.float32),
+                    **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in self.cache.items()}}
+        self._session = session
+        self._cache_values = {n: ort.OrtValue.ortvalue_from_numpy(b) for n, b in self.cache.items()}
+        self._binding = session.io_binding()
+        self._values = list(self._cache_values.values())
+        inputs = {"image_embeds": self._no_image, "tokens": self._token, "pos": self._pos, "valid_len": self._one}
+        for name, arr in inputs.items():
+            value = ort.OrtValue.ortvalue_from_numpy(arr)
+            self._binding.bind_ortvalue_input(name, value)
+            self._values.append(value)
+        for name, value in self._cache_values.items():
+            self._binding.bind_ortvalue_input(name, value)
+        for name, arr in self.out.items():
+            self._binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+
+    def prefill(self, image_embeds: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """The prompt (image embeddings + tokens, unpadded) at slots [0, n); returns the last logits."""
+        binding = self._session.io_binding()
+        valid = np.array([image_embeds.shape[1] + tokens.shape[1]], np.int32)
+        feeds = {"image_embeds": image_embeds.astype(np.float32, copy=False),
+                 "tokens": tokens.astype(np.int32, copy=False), "pos": np.zeros((1,), np.int32), "valid_len": valid}
+        keep = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in feeds.values()]
+        for name, value in zip(feeds, keep):
+            binding.bind_ortvalue_input(name, value)
+        for name, value in self._cache_values.items():  # the cache is read in place, never copied
+            binding.bind_ortvalue_input(name, value)
+        for name in self.out:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        out = dict(zip(self.out, binding.copy_outputs_to_cpu()))
+        self.write(out, 0)
+        return out["logits"]
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        self._token[0, 0], self._pos[0] = token, pos
         self._session.run_with_iobinding(self._binding)
         self.write(self.out, pos)
         return self.out["logits"]

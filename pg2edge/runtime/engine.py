@@ -85,8 +85,18 @@ class Engine:
         self.max_len = seq["max_len"]
         self.buckets = sorted(seq["prefill_text_lens"])
         self.preprocess_cfg = self.manifest["preprocess"]
-        self._kv_specs = [s for s in self.manifest["parts"]["decode"]["inputs"] if s["name"] not in ("token", "pos")]
+        # one `step` graph (any chunk length) when the backend has it, else prefill buckets + decode
+        self._decode_part = "step" if "step" in self.manifest["backends"][self.backend_name] else "decode"
+        self._kv_specs = [s for s in self.manifest["parts"][self._decode_part]["inputs"]
+                          if s["name"].startswith(("k_", "v_"))]
         self._decoder = None
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt: the largest bucket, or (one `step` graph) what the cache holds."""
+        if self._decode_part == "step":
+            return self.max_len - self.num_image_tokens - 1
+        return self.buckets[-1]
 
     # -- pieces ---------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -94,9 +104,11 @@ class Engine:
         if not prompt.strip():
             raise PromptError("empty prompt: give a task such as 'caption en' or 'detect cat'")
         ids = self.tokenizer.encode_prompt(prompt).tokens.tolist()
-        if len(ids) > self.buckets[-1]:
-            raise PromptError(f"prompt is {len(ids)} tokens; the largest prefill bucket of {self.bundle} "
-                              f"holds {self.buckets[-1]} (convert with a larger --prefill)")
+        if len(ids) > self.max_prompt_tokens:
+            what = "cache" if self._decode_part == "step" else "largest prefill bucket"
+            raise PromptError(f"prompt is {len(ids)} tokens; the {what} of {self.bundle} holds "
+                              f"{self.max_prompt_tokens} (convert with a larger "
+                              f"{'--max-len' if self._decode_part == 'step' else '--prefill'})")
         return ids
 
     def pixels(self, image) -> tuple[np.ndarray, tuple[int, int]]:
@@ -113,7 +125,7 @@ class Engine:
         """
         if self._decoder is None:
             vocab = self.manifest["model"]["text"]["vocab_size"]
-            self._decoder = self.backend.decoder("decode", self._kv_specs, (1, vocab))
+            self._decoder = self.backend.decoder(self._decode_part, self._kv_specs, (1, vocab))
         return self._decoder
 
     # -- generation -----------------------------------------------------------
@@ -169,10 +181,16 @@ class Engine:
         self._release()
         timings.vision_ms = (time.perf_counter() - t0) * 1000
 
+        valid = self.num_image_tokens + len(ids)
+        if self._decode_part == "step":
+            t0 = time.perf_counter()
+            decoder = self.decoder()
+            logits = decoder.prefill(image_embeds, np.array([ids], np.int32))
+            timings.prefill_ms = (time.perf_counter() - t0) * 1000
+            return logits, decoder, valid, size
         bucket = next(b for b in self.buckets if b >= len(ids))
         tokens = np.zeros((1, bucket), np.int32)
         tokens[0, :len(ids)] = ids
-        valid = self.num_image_tokens + len(ids)
         t0 = time.perf_counter()
         out = self.backend.run(f"prefill_{bucket}", {"image_embeds": image_embeds, "tokens": tokens,
                                                      "valid_len": np.array([valid], np.int32)})

@@ -22,8 +22,9 @@ def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)  # verifies every sha256
     assert m["weights"] == {"source": "random-init", "random_init": True, "seed": 0}
-    assert set(m["backends"]["onnx"]) == {"vision", "prefill_8", "prefill_24", "decode"}
-    assert m["parts"]["decode"]["inputs"][0] == {"name": "token", "shape": [1], "dtype": "int32"}
+    assert set(m["backends"]["onnx"]) == {"vision", "step"}  # one graph of symbolic length: prompt and decode
+    assert m["parts"]["step"]["inputs"][1] == {"name": "tokens", "shape": [1, "t"], "dtype": "int32"}
+    assert m["parts"]["step"]["outputs"][1]["shape"][2] == "m + t"
     assert "weights.onnx.data" in " ".join(m["files"]) and "tokenizer.model" in m["files"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
     report = json.loads((out / "quant_report.json").read_text())

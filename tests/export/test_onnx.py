@@ -78,3 +78,42 @@ def test_float_greedy_stream_equals_generate(float_parts, tiny_cfg, tiny_params,
     ref = generate(tiny_params, tiny_cfg, tiny_pixels[:1], [PROMPT], max_new_tokens=32, max_len=SPLIT.max_len)
     assert out == ref.tokens[0]
     np.testing.assert_allclose(np.stack(all_logits), ref.logits[0], atol=1e-4, rtol=1e-4)
+
+
+def test_step_graph_runs_prompt_and_decode_with_one_session(tiny_cfg, tiny_params, tiny_pixels, tmp_path):
+    """The symbolic-length `step` graph: the unpadded prompt (m = image tokens) and then every decode
+    step (m = 0, t = 1) in one session reproduce `generate`'s greedy stream and logits."""
+    import onnx
+
+    from pg2edge.export.split import step_part
+
+    part = step_part(tiny_cfg, SPLIT)
+    infos = export_parts([split_model(tiny_cfg, SPLIT)[0], part], tiny_params, tmp_path)
+    model = onnx.load(str(infos["step"].path), load_external_data=False)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[1].type.tensor_type.shape.dim]
+    assert dims == [1, "t"]
+    vision = ort.InferenceSession(str(infos["vision"].path), providers=["CPUExecutionProvider"])
+    step = ort.InferenceSession(str(infos["step"].path), providers=["CPUExecutionProvider"])
+    (img,) = vision.run(None, {"pixels": tiny_pixels[:1]})
+    names = [s.name for s in part.inputs[4:]]
+    cache = [np.zeros(s.shape, np.float32) for s in part.inputs[4:]]
+
+    def run(image_embeds, tokens, pos):
+        feeds = {"image_embeds": image_embeds, "tokens": np.array([tokens], np.int32),
+                 "pos": np.array([pos], np.int32),
+                 "valid_len": np.array([image_embeds.shape[1] + len(tokens)], np.int32), **dict(zip(names, cache))}
+        logits, *chunk = step.run(None, feeds)
+        for buf, new in zip(cache, chunk):
+            buf[:, :, pos:pos + new.shape[2]] = new
+        return logits[0]
+
+    logits, pos = run(img, PROMPT, 0), img.shape[1] + len(PROMPT)
+    out, all_logits = [], []
+    for _ in range(32):
+        all_logits.append(logits)
+        out.append(int(np.argmax(logits)))
+        logits, pos = run(img[:, :0], [out[-1]], pos), pos + 1
+    ref = generate(tiny_params, tiny_cfg, tiny_pixels[:1], [PROMPT], max_new_tokens=32, max_len=SPLIT.max_len)
+    assert out == ref.tokens[0]
+    np.testing.assert_allclose(np.stack(all_logits), ref.logits[0], atol=1e-4, rtol=1e-4)
+    assert pos > 2 * tiny_cfg.text.sliding_window  # local layers' window was exercised

@@ -89,3 +89,31 @@ def test_full_size_variants_build_abstractly(name, billions):
 
 def test_image_tokens_per_resolution():
     assert [get_config("3B", r).num_image_tokens for r in (224, 448, 896)] == [256, 1024, 4096]
+
+
+def test_step_is_prefill_then_decode(tiny_cfg, tiny_params):
+    """`paligemma.step` (one function of the chunk length) equals `prefill` from an empty cache and
+    `decode_step` for one token, past the sliding window."""
+    from pg2edge.model import paligemma
+    from pg2edge.model.gemma2 import init_cache, write_cache
+
+    rs = np.random.RandomState(0)
+    n_img = tiny_cfg.num_image_tokens
+    img = jnp.asarray(rs.normal(size=(1, n_img, tiny_cfg.text.width)).astype(np.float32))
+    toks = jnp.asarray(rs.randint(0, 300, size=(1, 8)).astype(np.int32))
+    valid = jnp.array([n_img + 5], jnp.int32)
+    ref_logits, ref_chunk = paligemma.prefill(tiny_params, tiny_cfg, paligemma.prompt_embeddings(
+        tiny_params, tiny_cfg, img, toks), valid)
+    cache = init_cache(tiny_cfg.text, 1, 64)
+    logits, chunk = paligemma.step(tiny_params, tiny_cfg, img, toks, jnp.array([0]), valid, cache)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    np.testing.assert_allclose(chunk.v[-1], ref_chunk.v[-1], atol=1e-5)
+    cache = write_cache(cache, chunk, jnp.array([0]))
+    for pos in range(int(valid[0]), int(valid[0]) + 20):
+        tok = jnp.array([pos % 50 + 3], jnp.int32)
+        ref_logits, ref_chunk = paligemma.decode_step(tiny_params, tiny_cfg, tok, jnp.array([pos]), cache)
+        logits, chunk = paligemma.step(tiny_params, tiny_cfg, img[:, :0], tok[:, None], jnp.array([pos]),
+                                       jnp.array([1]), cache)
+        np.testing.assert_array_equal(logits, ref_logits)
+        cache = write_cache(cache, chunk, jnp.array([pos]))
+    assert pos > 2 * tiny_cfg.text.sliding_window
