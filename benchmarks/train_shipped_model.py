@@ -1,13 +1,15 @@
 """Reproduce the trained model that ships in `pg2edge/assets/`: suite, float run, QAT run, test metrics.
 
-    .venv/bin/python benchmarks/train_shipped_model.py [--work /tmp/pg2edge-train]
+    .venv/bin/python benchmarks/train_shipped_model.py [--work /tmp/pg2edge-train] [--qat-only]
 
 Every step is a plain `pg2edge` command (recorded verbatim in each model's
 training.json), so the same model can be rebuilt by hand:
 
 1. `pg2edge tasks` writes the suite (the seed, size and resolution below);
 2. `pg2edge finetune --size mini --random-init` trains the float model;
-3. `pg2edge finetune --checkpoint <float run> --qat int4` fine-tunes it through the int4 fake-quant;
+3. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
+   fake-quant, distilled from the float model itself (the loss is the KL to the float model's
+   predictions), so the int4 model stays close to the float one;
 4. `pg2edge eval` scores both on the test split.
 Then params.npz, tokenizer.model, config.json and training.json are copied into
 pg2edge/assets/<name>/ (written to a temp dir, then renamed).
@@ -29,7 +31,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
 SUITE = {"n": 8000, "seed": 0, "res": 112}
 FLOAT_RUN = ["--size", "mini", "--res", "112", "--random-init", "--steps", "2000", "--batch", "32", "--lr", "2e-3",
              "--warmup", "0.05", "--max-text-len", "48", "--log-every", "50", "--save-every", "500"]
-QAT_RUN = ["--qat", "int4", "--steps", "300", "--batch", "32", "--lr", "3e-4", "--warmup", "0.1",
+QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
            "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
 
 
@@ -69,6 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-train")
     ap.add_argument("--name", default="mini-112")
+    ap.add_argument("--qat-only", action="store_true",
+                    help="keep the installed float model pg2edge/assets/<name>; redo only the QAT run")
     args = ap.parse_args()
     work = args.work
     suite = work / "suite"
@@ -79,12 +83,18 @@ def main() -> None:
     else:
         commands.append(f"pg2edge tasks --out {suite} --n {SUITE['n']} --seed {SUITE['seed']} --res {SUITE['res']}")
     float_dir, qat_dir = work / "float", work / "qat-int4"
-    line, float_s = pg2edge("finetune", *FLOAT_RUN, "--data", str(suite / "train.jsonl"), "--out", str(float_dir))
-    commands.append(line)
-    eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")
-    record = {"suite": SUITE, "commands": commands + [eval_line], "command": line, "train_seconds": round(float_s),
-              "test_metrics": float_metrics}
-    print("float:", install(float_dir, args.name, record))
+    if args.qat_only:
+        float_dir = ASSETS / args.name
+        commands += json.loads((float_dir / "training.json").read_text())["commands"][1:2]
+    else:
+        line, float_s = pg2edge("finetune", *FLOAT_RUN, "--data", str(suite / "train.jsonl"), "--out", str(float_dir))
+        commands.append(line)
+        eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")
+        record = {"suite": SUITE, "commands": commands + [eval_line], "command": line,
+                  "train_seconds": round(float_s), "test_metrics": float_metrics}
+        print("float:", install(float_dir, args.name, record))
+    if qat_dir.exists():  # a finished earlier run would be resumed (and not retrained)
+        shutil.rmtree(qat_dir)
     qat_line, qat_s = pg2edge("finetune", "--checkpoint", str(float_dir), *QAT_RUN,
                               "--data", str(suite / "train.jsonl"), "--out", str(qat_dir))
     eval_line, qat_metrics = evaluate(qat_dir, suite / "test.jsonl")

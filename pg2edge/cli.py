@@ -250,6 +250,8 @@ def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
 @click.option("--qat", type=click.Choice(["int4", "int8", "mixed"]), default=None,
               help="train through the fake-quant of this convert --quant recipe")
 @click.option("--qat-block", type=int, default=32, show_default=True, help="int4 block (match convert --block)")
+@click.option("--distill", type=float, default=0.0, show_default=True,
+              help="weight in [0, 1] of KL to the --checkpoint model's predictions (QAT: stay close to float)")
 @click.option("--eval-every", type=int, default=0, show_default=True, help="steps between evals (0: end only)")
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)

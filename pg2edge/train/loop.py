@@ -117,6 +117,7 @@ class _Run:
     train_fn: Callable
     eval_fn: Callable
     frozen: dict
+    teacher: dict  # the source weights when distilling, else {}
     ckpts: Checkpoints
     on_step: Callable[[int], None] | None
 
@@ -147,7 +148,8 @@ def _train(run: _Run, state: TrainState, start: int, metrics: MetricsLog, bar: P
     try:
         for step in range(start, opts.steps):
             lr, n = float(schedule(step)), step + 1
-            state, m = run.train_fn(state, run.frozen, put_batch(next(batches), run.mesh), np.float32(lr))
+            state, m = run.train_fn(state, run.frozen, put_batch(next(batches), run.mesh), np.float32(lr),
+                                    run.teacher)
             window.append(m)
             if step == start:  # the first call traces and compiles: keep it out of the steady rate
                 jax.block_until_ready(m)
@@ -181,6 +183,14 @@ def _log_data_warnings(log: Callable[[str], None], max_len: int, *datasets: Data
             log(f"warning: {d.source}: {d.truncated} examples lose target tokens to --max-text-len {max_len}")
 
 
+def _teacher(opts: TrainOptions, cfg: ModelConfig, dtype: jnp.dtype, mesh: Mesh) -> dict:
+    """The --checkpoint weights as loaded (also on resume), sharded like the state: the distillation teacher."""
+    if not opts.distill:
+        return {}
+    tree = jax.tree.map(lambda a: np.asarray(a, dtype), load_source(opts, cfg))
+    return jax.device_put(tree, tree_shardings(tree, mesh))
+
+
 def finetune(opts: TrainOptions, *, on_step: Callable[[int], None] | None = None,
              log: Callable[[str], None] = lambda message: None, progress: bool = True) -> FinetuneResult:
     """Train (or resume) as `opts` says; `on_step(n)` runs after step n (and its checkpoint save) completes."""
@@ -199,7 +209,7 @@ def finetune(opts: TrainOptions, *, on_step: Callable[[int], None] | None = None
     _check_out(out)
     spec = StepSpec(cfg, COMPUTE_DTYPES[opts.dtype],
                     LoraConfig(opts.lora_rank, opts.lora_alpha) if opts.trainable == "lora" else None,
-                    get_recipe(opts.qat, opts.qat_block) if opts.qat else None)
+                    get_recipe(opts.qat, opts.qat_block) if opts.qat else None, opts.distill)
     optimizer = make_optimizer(opts.weight_decay)
     writer = jax.process_index() == 0
     with Checkpoints(out) as ckpts:
@@ -217,8 +227,10 @@ def finetune(opts: TrainOptions, *, on_step: Callable[[int], None] | None = None
                                           load_source(opts, cfg), opts.seed)
         if start:
             state, _ = ckpts.restore(start, abstract(abstract_state, state_sh))
-        train_fn, eval_fn = compile_steps(spec, optimizer, mesh, state_sh, frozen_sh)
-        run = _Run(opts, cfg, mesh, ds, eval_ds, train_fn, eval_fn, frozen, ckpts, on_step)
+        teacher = _teacher(opts, cfg, spec.compute_dtype, mesh)
+        train_fn, eval_fn = compile_steps(spec, optimizer, mesh, state_sh, frozen_sh,
+                                          tree_shardings(teacher, mesh) if teacher else None)
+        run = _Run(opts, cfg, mesh, ds, eval_ds, train_fn, eval_fn, frozen, teacher, ckpts, on_step)
         last_eval = None
         with MetricsLog(out, start, enabled=writer) as metrics, \
                 ProgressBar(opts.steps, start, enabled=progress and writer) as bar:

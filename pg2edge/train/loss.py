@@ -28,15 +28,33 @@ def token_stats(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.A
     return jnp.sum(nll * mask, axis=1), jnp.sum(correct * mask, axis=1), jnp.sum(mask, axis=1)
 
 
+def distill_sums(logits_btv: jax.Array, teacher_btv: jax.Array, mask_loss_bt: jax.Array) -> jax.Array:
+    """Per example: summed KL(teacher || student) over the target positions, f32 [B].
+
+    Distilling the float model into its fake-quantized self (QAT) pulls the
+    quantized model toward the float model's whole distribution, not only its
+    argmax on the training labels: what agreement with the float model measures.
+    """
+    logp = jax.nn.log_softmax(logits_btv[:, :-1].astype(jnp.float32), axis=-1)
+    logq = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_btv[:, :-1]).astype(jnp.float32), axis=-1)
+    kl = jnp.sum(jnp.exp(logq) * (logq - logp), axis=-1)
+    return jnp.sum(kl * mask_loss_bt[:, 1:].astype(jnp.float32), axis=1)
+
+
 def example_losses(nll_b: jax.Array, count_b: jax.Array) -> jax.Array:
     """Each example's mean target NLL (0 when it has no targets)."""
     return nll_b / jnp.maximum(count_b, 1.0)
 
 
-def batch_loss(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.Array, weight_b: jax.Array
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The weighted mean of per-example losses, and summed stats that aggregate exactly across batches."""
+def batch_loss(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.Array, weight_b: jax.Array,
+               teacher_btv: jax.Array | None = None, distill: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The weighted mean of per-example losses, and summed stats that aggregate exactly across batches.
+
+    With a teacher, each target position's loss is `(1 - distill) * NLL + distill * KL(teacher || student)`.
+    """
     nll, correct, count = token_stats(logits_btv, tokens_bt, mask_loss_bt)
+    if teacher_btv is not None and distill:
+        nll = (1.0 - distill) * nll + distill * distill_sums(logits_btv, teacher_btv, mask_loss_bt)
     per_example = example_losses(nll, count) * weight_b
     examples = jnp.sum(weight_b)
     loss = jnp.sum(per_example) / jnp.maximum(examples, 1.0)

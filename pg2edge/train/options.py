@@ -40,6 +40,7 @@ class TrainOptions:
     lora_alpha: float = 16.0
     qat: str | None = None
     qat_block: int = 32
+    distill: float = 0.0  # weight of KL to the --checkpoint model's own predictions (0: labels only)
     eval_every: int = 0
     eval_data: Path | None = None
     seed: int = 0
@@ -75,6 +76,10 @@ class TrainOptions:
             raise ConfigError(f"--qat {self.qat!r}: expected one of {', '.join(QAT_RECIPES)}")
         if self.qat_block not in BLOCK_SIZES:
             raise ConfigError(f"--qat-block {self.qat_block}: expected one of {', '.join(map(str, BLOCK_SIZES))}")
+        if not 0 <= self.distill <= 1:
+            raise ConfigError(f"--distill is a weight in [0, 1], found {self.distill}")
+        if self.distill and self.checkpoint is None:
+            raise ConfigError("--distill needs --checkpoint: the teacher is the model being fine-tuned, as loaded")
         if self.eval_every and self.eval_data is None:
             raise ConfigError("--eval-every needs --eval-data")
         if self.fsdp is not None and self.fsdp < 1:

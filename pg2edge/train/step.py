@@ -51,6 +51,7 @@ class StepSpec:
     compute_dtype: jnp.dtype
     lora: LoraConfig | None = None
     qat: Recipe | None = None
+    distill: float = 0.0  # weight of KL(teacher || student) per target position; the teacher is the source model
 
 
 def merged_params(trainable: dict, frozen: dict, spec: StepSpec) -> dict:
@@ -71,22 +72,31 @@ def effective_params(trainable: dict, frozen: dict, spec: StepSpec, mesh: Mesh |
     return params
 
 
-def loss_fn(trainable: dict, frozen: dict, micro: dict, spec: StepSpec, mesh: Mesh | None = None
-            ) -> tuple[jax.Array, dict]:
-    """Loss of one micro-batch ([B, ...] arrays) and its summed stats."""
+def loss_fn(trainable: dict, frozen: dict, micro: dict, spec: StepSpec, mesh: Mesh | None = None,
+            teacher: dict | None = None) -> tuple[jax.Array, dict]:
+    """Loss of one micro-batch ([B, ...] arrays) and its summed stats (distilled from `teacher` if given)."""
     params = effective_params(trainable, frozen, spec, mesh)
-    logits = forward(params, spec.cfg, micro["pixels"], micro["tokens"], micro["mask_ar"], micro["input_mask"])
-    return batch_loss(logits, micro["tokens"], micro["mask_loss"], micro["weight"])
+    inputs = (micro["pixels"], micro["tokens"], micro["mask_ar"], micro["input_mask"])
+    logits = forward(params, spec.cfg, *inputs)
+    teacher_logits = None
+    if teacher and spec.distill:
+        if mesh is not None:
+            teacher = jax.lax.with_sharding_constraint(teacher, replicated(mesh))
+        teacher_logits = forward(jax.lax.stop_gradient(teacher), spec.cfg, *inputs)
+    return batch_loss(logits, micro["tokens"], micro["mask_loss"], micro["weight"], teacher_logits, spec.distill)
 
 
 def _add(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
-def train_step(state: TrainState, frozen: dict, batch: dict, lr: jax.Array, *, spec: StepSpec,
+def train_step(state: TrainState, frozen: dict, batch: dict, lr: jax.Array, teacher: dict, *, spec: StepSpec,
                optimizer: optax.GradientTransformation, mesh: Mesh | None = None) -> tuple[TrainState, dict]:
-    """One optimizer step over a [K, B, ...] batch at rate `lr`: K micro-batch gradients averaged, clipped, applied."""
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, spec=spec, mesh=mesh), has_aux=True)
+    """One optimizer step over a [K, B, ...] batch at rate `lr`: K micro-batch gradients averaged, clipped, applied.
+
+    `teacher`: the source model's weights when distilling (`spec.distill`), else {}.
+    """
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, spec=spec, mesh=mesh, teacher=teacher), has_aux=True)
 
     def micro(carry, mb):
         (loss, sums), grads = grad_fn(state.trainable, frozen, mb)
@@ -111,12 +121,13 @@ def eval_step(trainable: dict, frozen: dict, batch: dict, *, spec: StepSpec, mes
 
 
 def compile_steps(spec: StepSpec, optimizer: optax.GradientTransformation, mesh: Mesh, state_shardings: object,
-                  frozen_shardings: object):
+                  frozen_shardings: object, teacher_shardings: object = None):
     """(train_step, eval_step) jitted with explicit in/out shardings; the state is donated off CPU."""
     data = batch_sharding(mesh)
     donate = (0,) if jax.default_backend() != "cpu" else ()
     train = jax.jit(functools.partial(train_step, spec=spec, optimizer=optimizer, mesh=mesh),
-                    in_shardings=(state_shardings, frozen_shardings, data, replicated(mesh)),
+                    in_shardings=(state_shardings, frozen_shardings, data, replicated(mesh),
+                                  replicated(mesh) if teacher_shardings is None else teacher_shardings),
                     out_shardings=(state_shardings, replicated(mesh)), donate_argnums=donate)
     evaluate = jax.jit(functools.partial(eval_step, spec=spec, mesh=mesh),
                        in_shardings=(state_shardings.trainable, frozen_shardings, data),

@@ -39,6 +39,17 @@ def test_lora_qat_bf16_trains_adapters_only(base_opts, source_ckpt):
             np.testing.assert_array_equal(w, base, err_msg=name)
 
 
+def test_qat_distillation_starts_at_zero_kl_without_fake_quant_and_learns_with_it(base_opts, tmp_path):
+    """--distill 1: the loss is KL to the --checkpoint model; 0 at step 1 unless QAT changes the student,
+    and QAT through int4 pulls it down."""
+    plain = run(replace(base_opts, distill=1.0, steps=1, out=tmp_path / "plain"))
+    assert abs(plain.last["loss"]) < 1e-6
+    opts = replace(base_opts, distill=1.0, qat="int4", steps=12, lr=1e-4, out=tmp_path / "qat")
+    run(opts)
+    curve = losses(opts.out)
+    assert curve[1] > 1e-4 and np.mean([curve[s] for s in (10, 11, 12)]) < 0.5 * curve[1]
+
+
 def test_cli_bad_line_is_one_error_line(base_opts, data_dir, tmp_path):
     rows = [{"image": "images/red_square.png", "prefix": "caption en", "suffix": "a red square"},
             {"image": "images/absent.png", "prefix": "caption en", "suffix": "x"}]

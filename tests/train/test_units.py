@@ -73,6 +73,21 @@ def test_loss_is_normalized_per_example_then_averaged():
     np.testing.assert_allclose(padded, ex0, rtol=1e-6)
 
 
+def test_distillation_mixes_nll_and_kl_per_target_position():
+    v = 6
+    tokens = jnp.asarray([[0, 1, 2, 3]])
+    mask = jnp.asarray([[0, 0, 1, 1]])
+    student, teacher = jax.random.normal(jax.random.PRNGKey(1), (2, 1, 4, v))
+    p = jax.nn.softmax(teacher[0, 1:3], -1)
+    kl = np.sum(np.asarray(p) * (np.log(np.asarray(p)) - np.asarray(jax.nn.log_softmax(student[0, 1:3], -1))), -1)
+    logp = jax.nn.log_softmax(student[0], -1)
+    nll = -(logp[1, 2] + logp[2, 3])
+    loss, _ = batch_loss(student, tokens, mask, jnp.ones(1), teacher, 0.25)
+    np.testing.assert_allclose(loss, (0.75 * nll + 0.25 * kl.sum()) / 2, rtol=1e-5)
+    same, _ = batch_loss(student, tokens, mask, jnp.ones(1), student, 1.0)
+    assert abs(float(same)) < 1e-6  # a student equal to its teacher has nothing to learn
+
+
 def test_schedule_warms_up_then_decays_to_zero():
     s = lr_schedule(1e-3, 100, 0.1)
     assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1e-3)
