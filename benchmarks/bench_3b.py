@@ -113,9 +113,10 @@ def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
                 total += int({e.key: e.value for e in t.external_data}["length"])
             else:
                 total += len(t.raw_data)
+    slots = manifest["sequence"]["max_len"]  # a decode step reads every cache slot
     for spec in manifest["parts"][part]["inputs"]:
         if spec["name"].startswith(("k_", "v_")):
-            total += int(np.prod(spec["shape"])) * 4
+            total += int(np.prod([slots if isinstance(d, str) else d for d in spec["shape"]])) * 4
     return total
 
 
@@ -126,8 +127,9 @@ def profile_decode(bundle: Path, steps: int = 5) -> list[dict]:
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     opts.intra_op_num_threads = len(os.sched_getaffinity(0))
-    part = _onnx_decoder_part(json.loads((bundle / "manifest.json").read_text()))
-    one_token = {"m": 0, "t": 1}  # the `step` graph's symbolic axes for one decode step
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    part = _onnx_decoder_part(manifest)
+    one_token = {"m": 0, "t": 1, "slots": manifest["sequence"]["max_len"]}  # `step`'s axes for a decode step
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "decode")
         session = ort.InferenceSession(str(bundle / "onnx" / f"{part}.onnx"), opts, providers=["CPUExecutionProvider"])
@@ -179,7 +181,8 @@ def markdown(result: dict) -> str:
              "| artifact | convert s | convert peak RSS GB | bundle GB | runtime peak RSS GB | vision s | "
              "first token s | decode tok/s | roofline fraction |", "|---|---|---|---|---|---|---|---|---|"]
     for a in result["artifacts"]:
-        lines.append(f"| {a['name']} | {a['convert_s']:.0f} | {a['convert_peak_rss_gb']:.2f} | {a['bundle_gb']:.2f} | "
+        name = a["name"] + (" (previous run)" if a.get("from_previous_run") else "")
+        lines.append(f"| {name} | {a['convert_s']:.0f} | {a['convert_peak_rss_gb']:.2f} | {a['bundle_gb']:.2f} | "
                      f"{a.get('runtime_peak_rss_gb', float('nan')):.2f} | {a.get('vision_s', float('nan')):.2f} | "
                      f"{a.get('first_token_s', float('nan')):.2f} | {a.get('decode_tok_s', float('nan')):.2f} | "
                      f"{a.get('roofline_fraction', float('nan')):.2f} |")
@@ -229,6 +232,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS, help="where 3b_224.{json,md,png} go")
     ap.add_argument("--peers", default="", help="comma list: llamacpp,ortgenai,hf,litert (benchmarks/peers)")
     ap.add_argument("--peers-workdir", default="/tmp/peers")
+    ap.add_argument("--keep-previous", action="store_true",
+                    help="carry over the artifact rows of --out's 3b_224.json that this run does not measure "
+                         "(marked from_previous_run; ratios use this run's rows and peers only)")
     args = ap.parse_args()
     from threadpoolctl import threadpool_info
 
@@ -265,12 +271,17 @@ def main() -> None:
                 art["error"] = row.get("error")
             result["artifacts"].append(art)
             print(json.dumps(art), flush=True)
+    if args.keep_previous and (args.out / "3b_224.json").exists():
+        measured = {a["name"] for a in result["artifacts"]}
+        previous = json.loads((args.out / "3b_224.json").read_text())["artifacts"]
+        result["artifacts"] += [dict(a, from_previous_run=True) for a in previous if a["name"] not in measured]
     if args.peers:
         sys.path.insert(0, str(Path(__file__).parent / "peers"))
         from run import run_peers
 
         result["peers"] = run_peers(args.peers, args.peers_workdir, bandwidth_gbs=result["bandwidth_gbs"])
-    int4s = [a for a in result["artifacts"] if a["quant"] == "int4" and a.get("decode_tok_s")]
+    int4s = [a for a in result["artifacts"] if a["quant"] == "int4" and a.get("decode_tok_s")
+             and not a.get("from_previous_run")]
     int4 = max((a for a in int4s if not a["low_memory"]), key=lambda a: a["decode_tok_s"], default={})  # the best
     lean = max((a for a in int4s if a["low_memory"]), key=lambda a: a["decode_tok_s"], default={})
     result["low_memory_int4"] = {k: lean.get(k) for k in ("name", "decode_tok_s", "first_token_s",
@@ -291,6 +302,10 @@ def main() -> None:
     })
     args.out.mkdir(parents=True, exist_ok=True)
     rows = list(converted.values())  # the conversions, also as convert_memory.py writes them
+    if args.keep_previous and (args.out / "convert_3b.json").exists():
+        done = {r["command"] for r in rows}
+        rows += [dict(r, from_previous_run=True) for r in json.loads((args.out / "convert_3b.json").read_text())["rows"]
+                 if r["command"] not in done and r["format"] not in {x["format"] for x in rows}]
     (args.out / "convert_3b.json").write_text(json.dumps({"machine": result["machine"], "rows": rows}, indent=2) + "\n")
     (args.out / "convert_3b.md").write_text("# convert: 3B-224, random-init (bench_3b.py)\n\n" + convert_markdown(rows))
     (args.out / "3b_224.json").write_text(json.dumps(result, indent=2) + "\n")

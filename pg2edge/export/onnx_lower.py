@@ -130,6 +130,10 @@ class Lowering:
             sub = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
             closed = sub if hasattr(sub, "consts") else jcore.ClosedJaxpr(sub, ())
             return self.run(closed.jaxpr, list(closed.consts), ins)
+        if name == "dim_as_value":  # a symbolic dimension used as a value (e.g. a slice start)
+            aval = eqn.outvars[0].aval
+            value = self.g.op("Squeeze", [self.g.dim(eqn.params["dim"])], "dim_value")
+            return [Dyn(self.g.op("Cast", [value], to=NP_TO_ONNX[np.dtype(aval.dtype)]), (), np.dtype(aval.dtype))]
         if all(isinstance(v, Const) for v in ins):
             if not all(static_shape(v.aval.shape) for v in eqn.outvars):
                 return [self.symbolic_const(eqn, ins)]
@@ -243,9 +247,18 @@ class Lowering:
         batch = [lshape[d] for d in lb]
         m, k = dim_product(lshape[d] for d in lf), dim_product(lshape[d] for d in lc)
         n = dim_product(rshape[d] for d in rf)
-        a = self.g.reshape(self.g.transpose(self.materialize(lhs), list(lb) + lf + list(lc)), batch + [m, k])
-        b = self.g.reshape(self.g.transpose(self.materialize(rhs), list(rb) + list(rc) + rf), batch + [k, n])
-        return self.g.reshape(self.g.op("MatMul", [a, b]), list(out_shape))
+        a_perm, b_perm = list(lb) + lf + list(lc), list(rb) + list(rc) + rf
+        a = self._reshape_known(self.g.transpose(self.materialize(lhs), a_perm), [lshape[d] for d in a_perm],
+                                batch + [m, k])
+        b = self._reshape_known(self.g.transpose(self.materialize(rhs), b_perm), [rshape[d] for d in b_perm],
+                                batch + [k, n])
+        return self._reshape_known(self.g.op("MatMul", [a, b]), batch + [m, n], list(out_shape))
+
+    def _reshape_known(self, x: str, shape: list, target: list) -> str:
+        """Reshape only when the shape changes: a no-op Reshape of a symbolic shape cannot be removed by
+        onnxruntime, and it would keep a Transpose from fusing into its MatMul (FusedMatMul)."""
+        return x if len(shape) == len(target) and all(a == b for a, b in zip(shape, target)) else \
+            self.g.reshape(x, target)
 
     def gather(self, eqn, operand, indices) -> Dyn:
         dn = eqn.params["dimension_numbers"]
@@ -263,18 +276,23 @@ class Lowering:
         return Dyn(self.sink.gather(self.g, operand, ids), tuple(aval.shape), np.dtype(aval.dtype))
 
     def _slice_gather(self, eqn, operand: Dyn, indices) -> Dyn:
-        """A gather that is a slice at a constant start along one axis (jax's indexing under symbolic shapes)."""
+        """A gather that is a slice along one axis (jax's indexing under symbolic shapes), its start a
+        constant or a runtime scalar (a symbolic dimension's value)."""
         dn, sizes = eqn.params["dimension_numbers"], tuple(eqn.params["slice_sizes"])
         rank = len(operand.shape)
         axis = dn.start_index_map[0] if len(dn.start_index_map) == 1 else None
-        if not (isinstance(indices, Const) and axis is not None and dn.collapsed_slice_dims == ()
+        if not (isinstance(indices, (Const, Dyn)) and axis is not None and dn.collapsed_slice_dims == ()
                 and tuple(dn.offset_dims) == tuple(range(rank)) and not dn.operand_batching_dims
                 and all(sizes[d] == operand.shape[d] for d in range(rank) if d != axis)):
-            raise NotImplementedError(f"ONNX lowering: only constant-start slices of a runtime value are "
+            raise NotImplementedError(f"ONNX lowering: only one-axis slices of a runtime value are "
                                       f"supported as gather, found {dn} with slice sizes {sizes}")
-        start = int(indices.array().reshape(-1)[0])
-        begin = self.g.const(np.asarray([start], np.int64), "slice")
-        end = self.g.shape_const([start + sizes[axis]])
+        if isinstance(indices, Const):
+            start = int(indices.array().reshape(-1)[0])
+            begin = self.g.const(np.asarray([start], np.int64), "slice")
+            end = self.g.shape_const([start + sizes[axis]])
+        else:
+            begin = self.g.op("Cast", [self.g.reshape(indices.name, [1])], "slice", to=NP_TO_ONNX[np.dtype(np.int64)])
+            end = self.g.op("Add", [begin, self.g.shape_const([sizes[axis]])], "slice")
         axes = self.g.const(np.asarray([axis], np.int64), "slice")
         aval = eqn.outvars[0].aval
         return Dyn(self.g.op("Slice", [operand.name, begin, end, axes]), tuple(aval.shape), np.dtype(aval.dtype))

@@ -123,7 +123,9 @@ def decode_part(cfg: ModelConfig, split: SplitConfig) -> Part:
 def step_part(cfg: ModelConfig, split: SplitConfig) -> Part:
     """Prefill and decode in one graph of symbolic chunk length (`paligemma.step`): M image embeddings (M = 0
     when decoding) and T tokens at cache slots [pos, pos + M + T) -> logits at the last valid position and
-    the chunk's keys/values. One session of it holds the decoder weights once (ONNX bundles)."""
+    the chunk's keys/values. One session of it holds the decoder weights once (ONNX bundles). The cache
+    inputs have `slots` symbolic too: decode binds all `max_len` slots, the prompt (from an empty cache)
+    binds none, so its attention reads no cache at all."""
     b, depth = split.batch, cfg.text.depth
 
     def fn(params, image_embeds, tokens, pos, valid_len, *kv):
@@ -134,7 +136,7 @@ def step_part(cfg: ModelConfig, split: SplitConfig) -> Part:
     inputs = (TensorSpec("image_embeds", (b, "m", cfg.text.width), "float32"),
               TensorSpec("tokens", (b, "t"), "int32"),
               TensorSpec("pos", (b,), "int32"), TensorSpec("valid_len", (b,), "int32"),
-              *kv_specs(cfg, "", b, split.max_len))
+              *kv_specs(cfg, "", b, "slots"))
     outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *kv_specs(cfg, "new_", b, "m + t"))
     return Part("step", fn, inputs, outputs)
 

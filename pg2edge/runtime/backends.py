@@ -130,8 +130,8 @@ class OnnxDecoder:
 
 class OnnxStepDecoder(OnnxDecoder):
     """Prefill and decode through one `step` session (symbolic chunk length): the decoder weights are held
-    once. Decode binds a zero-length image input and one token; `prefill` runs the prompt chunk over the
-    same cache buffers."""
+    once. Decode binds a zero-length image input, one token and every cache slot; `prefill` runs the
+    prompt from an empty cache, so it binds zero cache slots and its attention reads none."""
 
     def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
         self._ort = ort
@@ -162,10 +162,9 @@ class OnnxStepDecoder(OnnxDecoder):
         valid = np.array([image_embeds.shape[1] + tokens.shape[1]], np.int32)
         feeds = {"image_embeds": image_embeds.astype(np.float32, copy=False),
                  "tokens": tokens.astype(np.int32, copy=False), "pos": np.zeros((1,), np.int32), "valid_len": valid}
+        feeds.update((name, np.zeros(b.shape[:2] + (0,) + b.shape[3:], b.dtype)) for name, b in self.cache.items())
         keep = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in feeds.values()]
         for name, value in zip(feeds, keep):
-            binding.bind_ortvalue_input(name, value)
-        for name, value in self._cache_values.items():  # the cache is read in place, never copied
             binding.bind_ortvalue_input(name, value)
         for name in self.out:
             binding.bind_output(name, "cpu")

@@ -96,12 +96,15 @@ def test_step_graph_runs_prompt_and_decode_with_one_session(tiny_cfg, tiny_param
     step = ort.InferenceSession(str(infos["step"].path), providers=["CPUExecutionProvider"])
     (img,) = vision.run(None, {"pixels": tiny_pixels[:1]})
     names = [s.name for s in part.inputs[4:]]
-    cache = [np.zeros(s.shape, np.float32) for s in part.inputs[4:]]
+    assert part.inputs[4].shape[2] == "slots"
+    cache = [np.zeros(s.shape[:2] + (SPLIT.max_len,) + s.shape[3:], np.float32) for s in part.inputs[4:]]
 
     def run(image_embeds, tokens, pos):
+        slots = pos  # the prompt (pos 0) binds no cache slot; decode binds the slots written so far
         feeds = {"image_embeds": image_embeds, "tokens": np.array([tokens], np.int32),
                  "pos": np.array([pos], np.int32),
-                 "valid_len": np.array([image_embeds.shape[1] + len(tokens)], np.int32), **dict(zip(names, cache))}
+                 "valid_len": np.array([image_embeds.shape[1] + len(tokens)], np.int32),
+                 **{n: np.ascontiguousarray(c[:, :, :slots]) for n, c in zip(names, cache)}}
         logits, *chunk = step.run(None, feeds)
         for buf, new in zip(cache, chunk):
             buf[:, :, pos:pos + new.shape[2]] = new
