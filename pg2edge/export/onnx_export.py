@@ -17,7 +17,8 @@ from onnx import helper
 
 from pg2edge.checkpoint.lazy import Lazy
 from pg2edge.export.onnx_lower import (NP_TO_ONNX, Const, Dyn, GraphBuilder, Lowering, WeightFile, WeightSink,
-                                      trace, weight_key)
+                                      weight_key)
+from pg2edge.export.onnx_trace import trace
 from pg2edge.export.split import Part
 
 OPSET = 23  # RMSNormalization (23), Gelu (20): the model's named calls map onto them

@@ -11,18 +11,18 @@ quantized kernel such as `MatMulNBits`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import numpy as np
 from jax.extend import core as jcore
 from onnx import helper
 
-from pg2edge.checkpoint.lazy import Lazy, LazyStack
+from pg2edge.checkpoint.lazy import Lazy
 from pg2edge.export.onnx_dims import dim_product, static_shape
 from pg2edge.export.onnx_graph import (NP_TO_ONNX, Bcast, Const, Dyn, GraphBuilder,  # noqa: F401 (re-exported)
                                        WeightFile, WeightSink, weight_key)
 from pg2edge.export.onnx_kernels import KERNELS
+from pg2edge.export.weight_views import VIEW_OPS, broadcast_view, frozen_params, view
 
 _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max", "min": "Min",
                 "exp": "Exp", "tanh": "Tanh", "sin": "Sin", "cos": "Cos", "sqrt": "Sqrt", "neg": "Neg",
@@ -187,11 +187,11 @@ class Lowering:
         if name == "convert_element_type" and np.dtype(x.value.dtype) == np.dtype(p["new_dtype"]):
             return ins
         if name == "broadcast_in_dim" and not isinstance(x.value, Lazy):
-            return [Const(_broadcast_view(x.value, p["shape"], p["broadcast_dimensions"]), x.param)]
-        if name in _VIEW_OPS and (name != "slice" or not p["strides"]):
+            return [Const(broadcast_view(x.value, p["shape"], p["broadcast_dimensions"]), x.param)]
+        if name in VIEW_OPS and (name != "slice" or not p["strides"]):
             aval = eqn.outvars[0].aval
-            path = None if x.path is None else x.path + ((name, _frozen(p)),)
-            return [Const(_view(x.value, name, p, tuple(aval.shape)), x.param, path)]
+            path = None if x.path is None else x.path + ((name, frozen_params(p)),)
+            return [Const(view(x.value, name, p, tuple(aval.shape)), x.param, path)]
         with jax.default_device(jax.devices("cpu")[0]):
             outs = eqn.primitive.bind(*[v.array() for v in ins], **p)
         outs = outs if eqn.primitive.multiple_results else [outs]
@@ -388,73 +388,3 @@ def _concat_columns(weights: list[Lazy]) -> Lazy:
 
 def _fused_key(keys: list) -> tuple | None:
     return None if any(k is None for k in keys) else ("fused", *keys)
-
-
-_VIEW_OPS = frozenset({"slice", "squeeze", "transpose", "reshape", "expand_dims"})
-
-
-def _broadcast_view(x: np.ndarray, shape, dims) -> np.ndarray:
-    """broadcast_in_dim as a zero-copy numpy view (stride 0 on the new axes)."""
-    ranked = [1] * len(shape)
-    for s, d in zip(np.shape(x), dims):
-        ranked[d] = s
-    return np.broadcast_to(np.asarray(x).reshape(ranked), tuple(shape))
-
-
-def _frozen(params: dict) -> tuple:
-    """Hashable form of an equation's params, for weight paths."""
-    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in sorted(params.items())
-                 if k in ("start_indices", "limit_indices", "dimensions", "permutation", "new_sizes"))
-
-
-def _apply_view(a: np.ndarray, name: str, p: dict, shape: tuple[int, ...]) -> np.ndarray:
-    if name == "slice":
-        return a[tuple(slice(s, e) for s, e in zip(p["start_indices"], p["limit_indices"]))]
-    if name == "transpose":
-        return np.transpose(a, p["permutation"])
-    return a.reshape(shape)  # squeeze, expand_dims, reshape
-
-
-def _view(value: np.ndarray | Lazy, name: str, p: dict, shape: tuple[int, ...]) -> np.ndarray | Lazy:
-    """A shape op on a weight: a numpy view, or a lazy one; layer slices read just that layer."""
-    if not isinstance(value, Lazy):
-        return _apply_view(value, name, p, shape)
-    if isinstance(value, LazyStack) and name == "slice":
-        start, limit = p["start_indices"], p["limit_indices"]
-        rest_full = all(s == 0 and e == d for s, e, d in zip(start[1:], limit[1:], value.shape[1:]))
-        if limit[0] - start[0] == 1 and rest_full:
-            layer = value.layer(start[0])
-            return Lazy(shape, value.dtype, lambda: layer.materialize()[None])
-    return Lazy(shape, value.dtype, lambda: _apply_view(value.materialize(), name, p, shape))
-
-
-def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple, str]]):
-    """jaxpr of `fn(params, *inputs)` with the params as leading flat arguments.
-
-    An input dimension given as a name (e.g. "t") is traced as a jax symbolic dimension.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
-    arrays = [leaf for _, leaf in leaves]
-
-    def flat_fn(flat_params, *args):
-        return fn(jax.tree_util.tree_unflatten(treedef, flat_params), *args)
-
-    abstract = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
-    symbols = _symbols(inputs)
-    specs = [jax.ShapeDtypeStruct(symbolic_shape(shape, symbols), dtype) for _, shape, dtype in inputs]
-    closed = jax.make_jaxpr(flat_fn)(abstract, *specs)
-    return closed, names, arrays
-
-
-def _symbols(inputs: list[tuple[str, tuple, str]]) -> dict:
-    """One jax symbolic dimension per distinct named input axis, all in one scope."""
-    from jax import export
-
-    names = sorted({d for _, shape, _ in inputs for d in shape if isinstance(d, str)})
-    return dict(zip(names, export.symbolic_shape(", ".join(names)))) if names else {}
-
-
-def symbolic_shape(shape: tuple, symbols: dict) -> tuple:
-    """`shape` with its named axes replaced by their symbolic dimensions."""
-    return tuple(symbols[d] if isinstance(d, str) else d for d in shape)
