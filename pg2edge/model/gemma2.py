@@ -97,12 +97,7 @@ def prefill_masks(valid_len_b: jax.Array, num_queries: int) -> Masks:
 
 def decode_masks(cfg: TextConfig, pos_b: jax.Array, capacity: int) -> Masks:
     """A suffix token at `pos` sees itself and slots < pos; local layers only the last `window`."""
-    slot = jnp.arange(capacity)[None, :]
-    old_full = slot < pos_b[:, None]
-    old_local = old_full & (pos_b[:, None] - slot < cfg.sliding_window)
-    self_only = jnp.ones((pos_b.shape[0], 1, 1), bool)
-    return Masks(new_full=self_only, new_local=self_only,
-                 old_full=old_full[:, None, :], old_local=old_local[:, None, :])
+    return chunk_masks(cfg, pos_b, jnp.ones_like(pos_b), 1, capacity)
 
 
 def chunk_masks(cfg: TextConfig, start_b: jax.Array, valid_b: jax.Array, num_tokens: int, capacity: int) -> Masks:

@@ -99,20 +99,28 @@ class OnnxDecoder:
     the binding nor the cache is copied per token.
     """
 
+    TOKEN, TOKEN_SHAPE = "token", (1,)
+
     def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
+        self._ort, self._session = ort, session
         self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
-        self._token, self._pos = np.zeros((1,), np.int32), np.zeros((1,), np.int32)
+        self._token, self._pos = np.zeros(self.TOKEN_SHAPE, np.int32), np.zeros((1,), np.int32)
         self.out = {"logits": np.zeros(logits_shape, np.float32),
                     **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in self.cache.items()}}
-        self._session = session
         self._binding = session.io_binding()
         self._values = []
-        for name, arr in {"token": self._token, "pos": self._pos, **self.cache}.items():
+        inputs = {self.TOKEN: self._token, "pos": self._pos, **self._step_inputs(session, logits_shape[0]),
+                  **self.cache}
+        for name, arr in inputs.items():
             value = ort.OrtValue.ortvalue_from_numpy(arr)  # shares the numpy memory on CPU
             self._binding.bind_ortvalue_input(name, value)
             self._values.append(value)
         for name, arr in self.out.items():
             self._binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+
+    def _step_inputs(self, session, batch: int) -> dict[str, np.ndarray]:
+        """Inputs a decode step binds besides token, position and cache (none for `decode`)."""
+        return {}
 
     def write(self, chunk: dict[str, np.ndarray], start: int) -> None:
         """Store `new_<name>` entries [B,K,T,H] at cache slots [start, start + T)."""
@@ -122,7 +130,7 @@ class OnnxDecoder:
 
     def step(self, token: int, pos: int) -> np.ndarray:
         """One decode call at slot `pos`; its keys/values are written in place; returns logits."""
-        self._token[0], self._pos[0] = token, pos
+        self._token.flat[0], self._pos[0] = token, pos
         self._session.run_with_iobinding(self._binding)
         self.write(self.out, pos)
         return self.out["logits"]
@@ -133,28 +141,11 @@ class OnnxStepDecoder(OnnxDecoder):
     once. Decode binds a zero-length image input, one token and every cache slot; `prefill` runs the
     prompt from an empty cache, so it binds zero cache slots and its attention reads none."""
 
-    def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
-        self._ort = ort
-        self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
+    TOKEN, TOKEN_SHAPE = "tokens", (1, 1)
+
+    def _step_inputs(self, session, batch: int) -> dict[str, np.ndarray]:
         width = next(i for i in session.get_inputs() if i.name == "image_embeds").shape[2]
-        self._no_image = np.zeros((logits_shape[0], 0, width), np.float32)
-        self._token, self._pos = np.zeros((1, 1), np.int32), np.zeros((1,), np.int32)
-        self._one = np.ones((1,), np.int32)
-        self.out = {"logits": np.zeros(logits_shape, np.float32),
-                    **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in self.cache.items()}}
-        self._session = session
-        self._cache_values = {n: ort.OrtValue.ortvalue_from_numpy(b) for n, b in self.cache.items()}
-        self._binding = session.io_binding()
-        self._values = list(self._cache_values.values())
-        inputs = {"image_embeds": self._no_image, "tokens": self._token, "pos": self._pos, "valid_len": self._one}
-        for name, arr in inputs.items():
-            value = ort.OrtValue.ortvalue_from_numpy(arr)
-            self._binding.bind_ortvalue_input(name, value)
-            self._values.append(value)
-        for name, value in self._cache_values.items():
-            self._binding.bind_ortvalue_input(name, value)
-        for name, arr in self.out.items():
-            self._binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+        return {"image_embeds": np.zeros((batch, 0, width), np.float32), "valid_len": np.ones((1,), np.int32)}
 
     def prefill(self, image_embeds: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """The prompt (image embeddings + tokens, unpadded) at slots [0, n); returns the last logits."""
@@ -172,12 +163,6 @@ class OnnxStepDecoder(OnnxDecoder):
         out = dict(zip(self.out, binding.copy_outputs_to_cpu()))
         self.write(out, 0)
         return out["logits"]
-
-    def step(self, token: int, pos: int) -> np.ndarray:
-        self._token[0, 0], self._pos[0] = token, pos
-        self._session.run_with_iobinding(self._binding)
-        self.write(self.out, pos)
-        return self.out["logits"]
 
 
 class TFLiteBackend:
