@@ -94,9 +94,18 @@ def _onnx_decoder_part(manifest: dict) -> str:
     return "step" if "step" in manifest["backends"]["onnx"] else "decode"
 
 
-def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
+PROMPT_POSITIONS = 268  # 256 image tokens + the 12-token prompt
+
+
+def mean_filled_slots(new_tokens: int) -> int:
+    """Cache slots filled, on average, during the measured decode (the prompt, then one per token)."""
+    return PROMPT_POSITIONS + new_tokens // 2
+
+
+def decode_bytes_per_token(bundle: Path, backend: str = "onnx", filled_slots: int | None = None) -> int:
     """Bytes a decode step reads: its weights (every initializer of the ONNX decoder graph, or every file
-    of the TFLite decode stages) plus the KV cache inputs."""
+    of the TFLite decode stages) plus the KV cache it reads: every slot for TFLite's decode, the
+    `filled_slots` written so far for ONNX's `step` (GroupQueryAttention reads no more)."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     part = "decode" if backend == "tflite" else _onnx_decoder_part(manifest)
     total = 0
@@ -113,33 +122,42 @@ def decode_bytes_per_token(bundle: Path, backend: str = "onnx") -> int:
                 total += int({e.key: e.value for e in t.external_data}["length"])
             else:
                 total += len(t.raw_data)
-    slots = manifest["sequence"]["max_len"]  # a decode step reads every cache slot
+    slots = manifest["sequence"]["max_len"]
+    if part == "step" and filled_slots is not None:
+        slots = filled_slots
     for spec in manifest["parts"][part]["inputs"]:
         if spec["name"].startswith(("k_", "v_")):
-            total += int(np.prod([slots if isinstance(d, str) else d for d in spec["shape"]])) * 4
+            shape = [slots if i == 2 else d for i, d in enumerate(spec["shape"])]
+            total += int(np.prod(shape)) * 4
     return total
 
 
-def profile_decode(bundle: Path, steps: int = 5) -> list[dict]:
-    """Share of decode-step time per ONNX op type (onnxruntime's profiler)."""
+def profile_decode(bundle: Path, steps: int = 5, pos: int = 300) -> list[dict]:
+    """Share of decode-step time per ONNX op type (onnxruntime's profiler), at cache position `pos`, with the
+    cache bound in and out as the runtime binds it."""
     import onnxruntime as ort
+
+    from pg2edge.runtime.backends import OnnxStepDecoder
 
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     opts.intra_op_num_threads = len(os.sched_getaffinity(0))
     manifest = json.loads((bundle / "manifest.json").read_text())
     part = _onnx_decoder_part(manifest)
-    one_token = {"m": 0, "t": 1, "slots": manifest["sequence"]["max_len"]}  # `step`'s axes for a decode step
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = str(Path(tmp) / "decode")
         session = ort.InferenceSession(str(bundle / "onnx" / f"{part}.onnx"), opts, providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.zeros([one_token.get(d, d) for d in i.shape], np.int32 if "int32" in i.type else np.float32)
-                 for i in session.get_inputs()}
-        feeds["pos"][:] = 300
-        if "valid_len" in feeds:
-            feeds["valid_len"][:] = 1
+        if part == "step":
+            kv = [s for s in manifest["parts"][part]["inputs"] if s["name"].startswith(("k_", "v_"))]
+            decoder = OnnxStepDecoder(ort, session, kv, (1, manifest["parts"][part]["outputs"][0]["shape"][1]))
+            run = lambda: decoder.step(0, pos)  # noqa: E731
+        else:
+            feeds = {i.name: np.zeros(i.shape, np.int32 if "int32" in i.type else np.float32)
+                     for i in session.get_inputs()}
+            feeds["pos"][:] = pos
+            run = lambda: session.run(None, feeds)  # noqa: E731
         for _ in range(steps):
-            session.run(None, feeds)
+            run()
         events = json.loads(Path(session.end_profiling()).read_text())
     per_op: dict[str, float] = {}
     for e in events:
@@ -261,7 +279,7 @@ def main() -> None:
             art = _artifact(fmt, quant, block, low, row, formats)
             if row["ok"]:
                 art.update(runtime_figures(bundle, args.new_tokens, fmt, low))
-                art["bytes_per_token"] = decode_bytes_per_token(bundle, fmt)
+                art["bytes_per_token"] = decode_bytes_per_token(bundle, fmt, mean_filled_slots(args.new_tokens))
                 ceiling = result["bandwidth_gbs"] * 1e9 / art["bytes_per_token"]
                 art["roofline_tok_s"] = ceiling
                 art["roofline_fraction"] = art.get("decode_tok_s", 0) / ceiling

@@ -176,12 +176,14 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
                                "decode(token, pos, k_i, v_i) -> logits, new_k_i/new_v_i for slot pos; "
                                "pos starts at valid_len and grows by one per token",
                                "or, where a backend has `step` (ONNX): step(image_embeds [1,m,D], tokens [1,t], "
-                               "pos, valid_len = m + t, k_i, v_i) -> logits, new_k_i/new_v_i for slots "
-                               "[pos, pos + m + t); the prompt is m = num_image_tokens, t = prompt length, pos 0; "
-                               "each decode step is m = 0, t = 1"]},
+                               "pos, k_i, v_i) -> logits, present_k_i/present_v_i = the cache with slots "
+                               "[pos, pos + m + t) written; bind present_k_i to k_i's own buffer (written in "
+                               "place); the prompt is m = num_image_tokens, t = prompt length, pos 0; each decode "
+                               "step is m = 0, t = 1"]},
         "kv_cache": {"layout": "per layer i: k_i, v_i [batch, num_kv_heads, max_len, head_dim] float32",
                      "num_layers": t.depth, "num_kv_heads": t.num_kv_heads, "head_dim": t.head_dim,
-                     "update": "graphs return only new entries; the runtime writes them in place"},
+                     "update": "prefill/decode return only new entries, which the runtime writes in place; "
+                               "step writes them itself into the buffer bound as both k_i and present_k_i"},
         "postprocess": {"loc_tokens": 1024, "seg_tokens": 128, "loc_denominator": LOC_DENOMINATOR,
                         "box_order": "y0 x0 y1 x1"},
         "quant": {"recipe": opts.quant, "block": opts.block, "onnx_accuracy_level": opts.accuracy_level},

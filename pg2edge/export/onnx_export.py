@@ -71,8 +71,8 @@ def build_model(part: Part, params: dict, sink: WeightSink | None = None,
             if isinstance(d, str):
                 g.read_dim(d, s.name, axis)
     outs = lowering.run(closed.jaxpr, list(closed.consts), weight_args + input_args)
-    for spec, value in zip(part.outputs, outs):
-        g.nodes.append(helper.make_node("Identity", [lowering.materialize(value)], [spec.name]))
+    _name_outputs(g, [lowering.materialize(v) for v in outs], [s.name for s in part.outputs],
+                  {s.name for s in part.inputs})
     graph = helper.make_graph(
         g.nodes, part.name,
         [helper.make_tensor_value_info(s.name, NP_TO_ONNX[np.dtype(s.dtype)], s.shape) for s in part.inputs],
@@ -83,6 +83,24 @@ def build_model(part: Part, params: dict, sink: WeightSink | None = None,
                                              helper.make_opsetid("com.microsoft", MS_OPSET)])
     model.ir_version = 10
     return model
+
+
+def _name_outputs(g: GraphBuilder, values: list[str], names: list[str], graph_inputs: set[str]) -> None:
+    """Give each output value its graph-output name: the producing node's output is renamed (an Identity
+    only where a value is an input, an initializer or already an output). A kernel that writes a bound
+    output buffer in place (`GroupQueryAttention`'s present cache) must write the graph output itself."""
+    produced = {out for node in g.nodes for out in node.output}
+    renames: dict[str, str] = {}
+    for value, name in zip(values, names):
+        if value in produced and value not in graph_inputs and value not in renames:
+            renames[value] = name
+        else:
+            g.nodes.append(helper.make_node("Identity", [renames.get(value, value)], [name]))
+    for node in g.nodes:
+        for field in (node.input, node.output):
+            for i, n in enumerate(field):
+                if n in renames:
+                    field[i] = renames[n]
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:

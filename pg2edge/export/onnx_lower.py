@@ -124,8 +124,8 @@ class Lowering:
         if name in _CALLS and eqn.params.get("name") in KERNELS and not all(isinstance(v, Const) for v in ins):
             out = KERNELS[eqn.params["name"]](self.g, self.materialize, ins)
             if out is not None:
-                aval = eqn.outvars[0].aval
-                return [Dyn(out, tuple(aval.shape), np.dtype(aval.dtype))]
+                names = [out] if isinstance(out, str) else out
+                return [Dyn(n, tuple(v.aval.shape), np.dtype(v.aval.dtype)) for n, v in zip(names, eqn.outvars)]
         if name in _CALLS:
             sub = eqn.params.get("jaxpr") or eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
             closed = sub if hasattr(sub, "consts") else jcore.ClosedJaxpr(sub, ())

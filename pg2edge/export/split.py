@@ -9,7 +9,10 @@ KV layout (stated in the manifest): per layer `k_i`/`v_i` of shape
 [B, num_kv_heads, max_len, head_dim]. Graphs never copy the cache: `prefill`
 returns `new_k_i`/`new_v_i` [B, K, P, H] for slots [0, P) and `decode` reads
 `k_i`/`v_i` and returns `new_k_i`/`new_v_i` [B, K, 1, H] for slot `pos`;
-the runtime writes those into its cache buffers in place.
+the runtime writes those into its cache buffers in place. The ONNX `step`
+instead returns `present_k_i`/`present_v_i` [B, K, max_len, H], which the
+runtime binds to the `k_i`/`v_i` buffers themselves (onnxruntime's
+`GroupQueryAttention` writes the new slots into that shared buffer).
 """
 
 from __future__ import annotations
@@ -122,22 +125,22 @@ def decode_part(cfg: ModelConfig, split: SplitConfig) -> Part:
 
 def step_part(cfg: ModelConfig, split: SplitConfig) -> Part:
     """Prefill and decode in one graph of symbolic chunk length (`paligemma.step`): M image embeddings (M = 0
-    when decoding) and T tokens at cache slots [pos, pos + M + T) -> logits at the last valid position and
-    the chunk's keys/values. One session of it holds the decoder weights once (ONNX bundles). The cache
-    inputs have `slots` symbolic too: decode binds all `max_len` slots, the prompt (from an empty cache)
-    binds none, so its attention reads no cache at all."""
+    when decoding) and T tokens at cache slots [pos, pos + M + T) -> logits at the last position and the
+    cache with the chunk written in. One session of it holds the decoder weights once (ONNX bundles). Each
+    `present_k_i` is meant to be bound to the same buffer as `k_i`: the graph then writes only the chunk's
+    slots and its attention reads only the slots filled so far."""
     b, depth = split.batch, cfg.text.depth
 
-    def fn(params, image_embeds, tokens, pos, valid_len, *kv):
+    def fn(params, image_embeds, tokens, pos, *kv):
         cache = KVCache(k=tuple(kv[:depth]), v=tuple(kv[depth:]))
-        logits, chunk = paligemma.step(params, cfg, image_embeds, tokens, pos, valid_len, cache)
-        return (logits, *(a.astype(jnp.float32) for a in chunk.k + chunk.v))
+        logits, cache = paligemma.step(params, cfg, image_embeds, tokens, pos, cache)
+        return (logits, *(a.astype(jnp.float32) for a in cache.k + cache.v))
 
     inputs = (TensorSpec("image_embeds", (b, "m", cfg.text.width), "float32"),
-              TensorSpec("tokens", (b, "t"), "int32"),
-              TensorSpec("pos", (b,), "int32"), TensorSpec("valid_len", (b,), "int32"),
-              *kv_specs(cfg, "", b, "slots"))
-    outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"), *kv_specs(cfg, "new_", b, "m + t"))
+              TensorSpec("tokens", (b, "t"), "int32"), TensorSpec("pos", (b,), "int32"),
+              *kv_specs(cfg, "", b, split.max_len))
+    outputs = (TensorSpec("logits", (b, cfg.text.vocab_size), "float32"),
+               *kv_specs(cfg, "present_", b, split.max_len))
     return Part("step", fn, inputs, outputs)
 
 

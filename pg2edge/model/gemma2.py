@@ -49,15 +49,18 @@ def init_cache(cfg: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> 
                    v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.depth)))
 
 
-def write_cache(cache: KVCache, chunk: KVChunk, start_b: jax.Array) -> KVCache:
-    """Write each row's chunk at its own start slot (an in-place update under XLA donation)."""
+def _write_rows(cache_bksh: jax.Array, new_bkth: jax.Array, start_b: jax.Array) -> jax.Array:
+    """Each row's [K, T, H] chunk written at its own start slot (in place under XLA donation)."""
     def one(c, n, s):
         return jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
 
-    def layer(c, n):
-        return jax.vmap(one)(c, n, start_b)
+    return jax.vmap(one)(cache_bksh, new_bkth, start_b)
 
-    return KVCache(k=tuple(map(layer, cache.k, chunk.k)), v=tuple(map(layer, cache.v, chunk.v)))
+
+def write_cache(cache: KVCache, chunk: KVChunk, start_b: jax.Array) -> KVCache:
+    """Write each row's chunk at its own start slot, every layer."""
+    return KVCache(k=tuple(_write_rows(c, n, start_b) for c, n in zip(cache.k, chunk.k)),
+                   v=tuple(_write_rows(c, n, start_b) for c, n in zip(cache.v, chunk.v)))
 
 
 class Masks(NamedTuple):
@@ -116,14 +119,20 @@ def chunk_masks(cfg: TextConfig, start_b: jax.Array, valid_b: jax.Array, num_tok
     return Masks(new_full=new, new_local=new, old_full=old_full, old_local=old_local)
 
 
-def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
-               mask_new: jax.Array, mask_old: jax.Array | None, kv_old: tuple[jax.Array, jax.Array] | None):
-    """GQA self-attention over (cache slots, this call's tokens); returns output and new (k, v)."""
+def _project_qkv(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries [B,T,N,H] and keys [B,T,K,H] (both rotated), values [B,T,K,H]."""
     q = jnp.einsum("btd,ndh->btnh", x_btd, p["q_einsum"]["w"])
     k = jnp.einsum("btd,kdh->btkh", x_btd, p["kv_einsum"]["w"][0])
-    v = jnp.einsum("btd,kdh->bkth", x_btd, p["kv_einsum"]["w"][1])
-    q = apply_rope(q, pos_bt, cfg.rope_base)
-    k = apply_rope(k, pos_bt, cfg.rope_base).transpose(0, 2, 1, 3)  # [B,K,T,H]
+    v = jnp.einsum("btd,kdh->btkh", x_btd, p["kv_einsum"]["w"][1])
+    return apply_rope(q, pos_bt, cfg.rope_base), apply_rope(k, pos_bt, cfg.rope_base), v
+
+
+def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
+               mask_new: jax.Array, mask_old: jax.Array | None, kv_old: tuple[jax.Array, jax.Array] | None):
+    """GQA self-attention over (cache slots, this call's tokens); returns output and new (k, v) [B,K,T,H]."""
+    q, k, v = _project_qkv(p, cfg, x_btd, pos_bt)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,T,H]
     b, t, n, h = q.shape
     q = q.reshape(b, t, cfg.num_kv_heads, n // cfg.num_kv_heads, h)
     scale = cfg.query_pre_attn_scalar ** -0.5
@@ -141,8 +150,61 @@ def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
     o = jnp.einsum("bkgts,bksh->btkgh", probs[..., -t:], v)
     if kv_old is not None:
         o = o + jnp.einsum("bkgts,bksh->btkgh", probs[..., :-t], kv_old[1].astype(x_btd.dtype))
-    o = o.reshape(b, t, n, h)
-    return jnp.einsum("btnh,nhd->btd", o, p["attn_vec_einsum"]["w"]), (k, v)
+    return _attention_out(p, o.reshape(b, t, n, h)), (k, v)
+
+
+def _attention_out(p: dict, o_btnh: jax.Array) -> jax.Array:
+    return jnp.einsum("btnh,nhd->btd", o_btnh, p["attn_vec_einsum"]["w"])
+
+
+@jax.jit
+def cached_attention(q_btnh: jax.Array, k_btkh: jax.Array, v_btkh: jax.Array, k_cache: jax.Array,
+                     v_cache: jax.Array, start_b: jax.Array, scale: jax.Array, softcap: jax.Array,
+                     window: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """GQA attention of a chunk at cache slots [start, start + T) over the cache with the chunk written in.
+
+    Returns (output [B,T,N,H], k_cache, v_cache [B,K,S,H] holding the chunk at its slots). The chunk's tokens
+    see each other (one prefix block) and the slots before `start` that are within `window` of the query
+    position. One named call, so the ONNX lowering emits it as one `GroupQueryAttention` node that writes
+    the chunk into the bound cache buffer and reads only the filled slots.
+    """
+    k_cache = _place_chunk(k_cache, k_btkh, start_b)
+    v_cache = _place_chunk(v_cache, v_btkh, start_b)
+    b, t, n, h = q_btnh.shape
+    kv_heads, slots = k_cache.shape[1], k_cache.shape[2]
+    slot = jnp.arange(slots, dtype=jnp.int32)[None, None, :]
+    q_pos = (start_b[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :])[:, :, None]  # [B,T,1]
+    start = start_b[:, None, None]
+    visible = (slot < start + t) & ((slot >= start) | (q_pos - slot < window))  # [B,T,S]
+    q = q_btnh.reshape(b, t, kv_heads, n // kv_heads, h)
+    logits = jnp.einsum("btkgh,bksh->bkgts", q, k_cache.astype(q.dtype)).astype(jnp.float32) * scale
+    cap = jnp.where(softcap > 0, softcap, 1.0)
+    logits = jnp.where(softcap > 0, cap * jnp.tanh(logits / cap), logits)
+    logits = jnp.where(visible[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = softmax(logits).astype(q.dtype)
+    o = jnp.einsum("bkgts,bksh->btkgh", probs, v_cache.astype(q.dtype))
+    return o.reshape(b, t, n, h), k_cache, v_cache
+
+
+def _place_chunk(cache_bksh: jax.Array, chunk_btkh: jax.Array, start_b: jax.Array) -> jax.Array:
+    """The cache with slots [start, start + T) replaced by the chunk: a select over the slots, so it traces with
+    T symbolic (a dynamic_update_slice would need T <= S proven)."""
+    t, slots = chunk_btkh.shape[1], cache_bksh.shape[2]
+    rel = jnp.arange(slots, dtype=jnp.int32)[None, :] - start_b[:, None]  # [B, S]
+    index = jnp.broadcast_to(jnp.clip(rel, 0, t - 1)[:, :, None, None], (rel.shape[0], slots) + chunk_btkh.shape[2:])
+    picked = jnp.take_along_axis(chunk_btkh, index, axis=1).transpose(0, 2, 1, 3)  # [B, K, S, H]
+    inside = (rel >= 0) & (rel < t)
+    return jnp.where(inside[:, None, :, None], picked.astype(cache_bksh.dtype), cache_bksh)
+
+
+def _attention_in_place(p: dict, cfg: TextConfig, layer: int, x_btd: jax.Array, pos_bt: jax.Array,
+                        start_b: jax.Array, kv: tuple[jax.Array, jax.Array]):
+    """GQA self-attention that writes this call's keys/values into `kv` and reads them back from it."""
+    q, k, v = _project_qkv(p, cfg, x_btd, pos_bt)
+    window = cfg.sliding_window if cfg.is_local_layer(layer) else jnp.iinfo(jnp.int32).max
+    o, k_cache, v_cache = cached_attention(q, k, v, *kv, start_b, jnp.float32(cfg.query_pre_attn_scalar ** -0.5),
+                                           jnp.float32(cfg.attn_logit_softcap or 0.0), jnp.int32(window))
+    return _attention_out(p, o.astype(x_btd.dtype)), (k_cache, v_cache)
 
 
 def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
@@ -151,25 +213,29 @@ def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
     return (gelu_tanh(gate) * up) @ p["linear"]
 
 
-def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks,
-                  cache: KVCache | None = None, layers: range | None = None,
-                  final_norm: bool = True) -> tuple[jax.Array, KVChunk]:
+def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks | None,
+                  cache: KVCache | None = None, layers: range | None = None, final_norm: bool = True,
+                  write_at: jax.Array | None = None) -> tuple[jax.Array, KVChunk | KVCache]:
     """Run decoder layers `layers` (default: all), then the final norm if `final_norm`, reading `cache` if given.
 
     `llm["layers"]` and `cache` hold exactly the run layers, in order: a staged
     export runs the stack in groups, each with its own slice of the weights
     and of the cache (the absolute index still picks local or global
     attention). Returns the hidden states and this call's keys/values (not
-    yet in the cache).
+    yet in the cache); with `write_at` [B] (the chunk's first slot; `masks`
+    unused) every layer writes them into `cache` first and attends over it
+    (`cached_attention`), and the updated cache is returned instead.
     """
     layers = range(cfg.depth) if layers is None else layers
     new_k, new_v = [], []
     for j, i in enumerate(layers):
         p = jax.tree.map(lambda a: a[j], llm["layers"])
-        mask_new, mask_old = masks.for_layer(cfg, i)
         kv_old = None if cache is None else (cache.k[j], cache.v[j])
         y = rms_norm(x_btd, p["pre_attention_norm"]["scale"], cfg.norm_eps)
-        y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, mask_new, mask_old, kv_old)
+        if write_at is not None:
+            y, (k, v) = _attention_in_place(p["attn"], cfg, i, y, pos_bt, write_at, kv_old)
+        else:
+            y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, *masks.for_layer(cfg, i), kv_old)
         x_btd = x_btd + rms_norm(y, p["post_attention_norm"]["scale"], cfg.norm_eps)
         y = rms_norm(x_btd, p["pre_ffw_norm"]["scale"], cfg.norm_eps)
         y = _mlp(p["mlp"], y)
@@ -178,7 +244,8 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
         new_v.append(v)
     if final_norm:
         x_btd = apply_final_norm(llm, cfg, x_btd)
-    return x_btd, KVChunk(k=tuple(new_k), v=tuple(new_v))
+    kv = (KVCache if write_at is not None else KVChunk)(k=tuple(new_k), v=tuple(new_v))
+    return x_btd, kv
 
 
 def apply_final_norm(llm: dict, cfg: TextConfig, x_btd: jax.Array) -> jax.Array:

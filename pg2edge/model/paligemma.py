@@ -87,21 +87,22 @@ def decode_head(params: dict, cfg: ModelConfig, x_b1d: jax.Array) -> jax.Array:
 
 
 def step(params: dict, cfg: ModelConfig, image_embeds_bmd: jax.Array, tokens_bt: jax.Array, start_b: jax.Array,
-         valid_b: jax.Array, cache: KVCache) -> tuple[jax.Array, KVChunk]:
+         cache: KVCache) -> tuple[jax.Array, KVCache]:
     """Prefill or decode as one function of the chunk length: image embeddings (M of them, 0 when decoding)
-    and T tokens at cache slots [start, start + M + T), of which the first `valid` are real.
+    and T tokens at cache slots [start, start + M + T), all real (no padding).
 
-    Returns the logits [B, V] at the last valid position and the chunk's keys/values. A graph traced
-    with M and T symbolic serves both the prompt (M = image tokens, start 0) and every decode step
-    (M = 0, T = 1), so a runtime holds one copy of the decoder weights.
+    Returns the logits [B, V] at the chunk's last position and the cache with the chunk's keys/values
+    written in. A graph traced with M and T symbolic serves both the prompt (M = image tokens, start 0) and
+    every decode step (M = 0, T = 1), so a runtime holds one copy of the decoder weights; each layer's
+    attention is one `gemma2.cached_attention` call, which writes the cache in place and reads only the
+    slots filled so far (ONNX `GroupQueryAttention`).
     """
     x = prompt_embeddings(params, cfg, image_embeds_bmd, tokens_bt)
     b, n, _ = x.shape
     pos_bn = start_b[:, None] + jnp.arange(n, dtype=jnp.int32)[None, :]
-    masks = gemma2.chunk_masks(cfg.text, start_b, valid_b, n, cache.capacity)
-    x, chunk = gemma2.decode_layers(params["llm"], cfg.text, x.astype(_dtype(params)), pos_bn, masks, cache,
-                                    final_norm=False)
-    return prefill_head(params, cfg, x, valid_b), chunk
+    x, cache = gemma2.decode_layers(params["llm"], cfg.text, x.astype(_dtype(params)), pos_bn, None, cache,
+                                    final_norm=False, write_at=start_b)
+    return prefill_head(params, cfg, x, jnp.full((b,), n, jnp.int32)), cache
 
 
 def forward(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array, tokens_bt: jax.Array,

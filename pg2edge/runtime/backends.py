@@ -136,33 +136,44 @@ class OnnxDecoder:
         return self.out["logits"]
 
 
-class OnnxStepDecoder(OnnxDecoder):
+class OnnxStepDecoder:
     """Prefill and decode through one `step` session (symbolic chunk length): the decoder weights are held
-    once. Decode binds a zero-length image input, one token and every cache slot; `prefill` runs the
-    prompt from an empty cache, so it binds zero cache slots and its attention reads none."""
+    once. Each cache buffer is bound both as its `k_i`/`v_i` input and as the `present_k_i`/`present_v_i`
+    output, so onnxruntime writes each call's new slots into it in place and reads only the filled ones.
+    Decode reuses one binding (a zero-length image input, one token); `prefill` binds the prompt once."""
 
-    TOKEN, TOKEN_SHAPE = "tokens", (1, 1)
+    def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
+        self._ort, self._session = ort, session
+        self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
+        self.logits = np.zeros(logits_shape, np.float32)
+        self._pos, self._token = np.zeros((1,), np.int32), np.zeros((1, 1), np.int32)
+        self._width = next(i for i in session.get_inputs() if i.name == "image_embeds").shape[2]
+        self._decode = self._bind(np.zeros((logits_shape[0], 0, self._width), np.float32), self._token)
 
-    def _step_inputs(self, session, batch: int) -> dict[str, np.ndarray]:
-        width = next(i for i in session.get_inputs() if i.name == "image_embeds").shape[2]
-        return {"image_embeds": np.zeros((batch, 0, width), np.float32), "valid_len": np.ones((1,), np.int32)}
+    def _bind(self, image_embeds: np.ndarray, tokens: np.ndarray) -> tuple:
+        """(an IO binding of these inputs, `pos`, the logits and every cache buffer in and out; the OrtValues
+        it reads, which must outlive it)."""
+        binding, values = self._session.io_binding(), []
+        for name, arr in {"image_embeds": image_embeds, "tokens": tokens, "pos": self._pos, **self.cache}.items():
+            values.append(self._ort.OrtValue.ortvalue_from_numpy(arr))  # shares the numpy memory on CPU
+            binding.bind_ortvalue_input(name, values[-1])
+        for name, arr in {"logits": self.logits, **{f"present_{n}": b for n, b in self.cache.items()}}.items():
+            binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+        return binding, values
 
     def prefill(self, image_embeds: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """The prompt (image embeddings + tokens, unpadded) at slots [0, n); returns the last logits."""
-        binding = self._session.io_binding()
-        valid = np.array([image_embeds.shape[1] + tokens.shape[1]], np.int32)
-        feeds = {"image_embeds": image_embeds.astype(np.float32, copy=False),
-                 "tokens": tokens.astype(np.int32, copy=False), "pos": np.zeros((1,), np.int32), "valid_len": valid}
-        feeds.update((name, np.zeros(b.shape[:2] + (0,) + b.shape[3:], b.dtype)) for name, b in self.cache.items())
-        keep = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in feeds.values()]
-        for name, value in zip(feeds, keep):
-            binding.bind_ortvalue_input(name, value)
-        for name in self.out:
-            binding.bind_output(name, "cpu")
+        self._pos[0] = 0
+        feeds = (np.ascontiguousarray(image_embeds, np.float32), np.ascontiguousarray(tokens, np.int32))
+        binding, _values = self._bind(*feeds)
         self._session.run_with_iobinding(binding)
-        out = dict(zip(self.out, binding.copy_outputs_to_cpu()))
-        self.write(out, 0)
-        return out["logits"]
+        return self.logits.copy()  # the buffer is the next step's output
+
+    def step(self, token: int, pos: int) -> np.ndarray:
+        """One decode call at slot `pos` (its keys/values land in the cache in place); returns logits."""
+        self._token[0, 0], self._pos[0] = token, pos
+        self._session.run_with_iobinding(self._decode[0])
+        return self.logits
 
 
 class TFLiteBackend:

@@ -13,7 +13,7 @@ from pg2edge.errors import Pg2EdgeError
 
 MANIFEST = "manifest.json"
 FORMAT = "pg2edge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the ONNX `step` returns the cache (present_k_i), written in place
 
 
 class BundleError(Pg2EdgeError):

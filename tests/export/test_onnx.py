@@ -82,7 +82,9 @@ def test_float_greedy_stream_equals_generate(float_parts, tiny_cfg, tiny_params,
 
 def test_step_graph_runs_prompt_and_decode_with_one_session(tiny_cfg, tiny_params, tiny_pixels, tmp_path):
     """The symbolic-length `step` graph: the unpadded prompt (m = image tokens) and then every decode
-    step (m = 0, t = 1) in one session reproduce `generate`'s greedy stream and logits."""
+    step (m = 0, t = 1) in one session reproduce `generate`'s greedy stream and logits. Each layer's
+    attention is one GroupQueryAttention writing into the cache buffer bound as both its input and its
+    `present_*` output; stale slots beyond the written ones are never read."""
     import onnx
 
     from pg2edge.export.split import step_part
@@ -92,23 +94,25 @@ def test_step_graph_runs_prompt_and_decode_with_one_session(tiny_cfg, tiny_param
     model = onnx.load(str(infos["step"].path), load_external_data=False)
     dims = [d.dim_param or d.dim_value for d in model.graph.input[1].type.tensor_type.shape.dim]
     assert dims == [1, "t"]
+    assert infos["step"].ops["GroupQueryAttention"] == tiny_cfg.text.depth
+    assert "Softmax" not in infos["step"].ops
     vision = ort.InferenceSession(str(infos["vision"].path), providers=["CPUExecutionProvider"])
     step = ort.InferenceSession(str(infos["step"].path), providers=["CPUExecutionProvider"])
     (img,) = vision.run(None, {"pixels": tiny_pixels[:1]})
-    names = [s.name for s in part.inputs[4:]]
-    assert part.inputs[4].shape[2] == "slots"
-    cache = [np.zeros(s.shape[:2] + (SPLIT.max_len,) + s.shape[3:], np.float32) for s in part.inputs[4:]]
+    caches = {s.name: np.full(s.shape, 7.0, np.float32) for s in part.inputs[3:]}  # stale junk everywhere
+    logits_buf = np.zeros((1, tiny_cfg.text.vocab_size), np.float32)
 
     def run(image_embeds, tokens, pos):
-        slots = pos  # the prompt (pos 0) binds no cache slot; decode binds the slots written so far
-        feeds = {"image_embeds": image_embeds, "tokens": np.array([tokens], np.int32),
-                 "pos": np.array([pos], np.int32),
-                 "valid_len": np.array([image_embeds.shape[1] + len(tokens)], np.int32),
-                 **{n: np.ascontiguousarray(c[:, :, :slots]) for n, c in zip(names, cache)}}
-        logits, *chunk = step.run(None, feeds)
-        for buf, new in zip(cache, chunk):
-            buf[:, :, pos:pos + new.shape[2]] = new
-        return logits[0]
+        binding, keep = step.io_binding(), []
+        feeds = {"image_embeds": np.ascontiguousarray(image_embeds), "tokens": np.array([tokens], np.int32),
+                 "pos": np.array([pos], np.int32), **caches}
+        for name, arr in feeds.items():
+            keep.append(ort.OrtValue.ortvalue_from_numpy(arr))
+            binding.bind_ortvalue_input(name, keep[-1])
+        for name, arr in {"logits": logits_buf, **{f"present_{n}": c for n, c in caches.items()}}.items():
+            binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
+        step.run_with_iobinding(binding)
+        return logits_buf[0].copy()
 
     logits, pos = run(img, PROMPT, 0), img.shape[1] + len(PROMPT)
     out, all_logits = [], []
@@ -119,4 +123,5 @@ def test_step_graph_runs_prompt_and_decode_with_one_session(tiny_cfg, tiny_param
     ref = generate(tiny_params, tiny_cfg, tiny_pixels[:1], [PROMPT], max_new_tokens=32, max_len=SPLIT.max_len)
     assert out == ref.tokens[0]
     np.testing.assert_allclose(np.stack(all_logits), ref.logits[0], atol=1e-4, rtol=1e-4)
+    assert (caches["k_0"][:, :, pos:] == 7.0).all()  # written in place, only at the chunks' slots
     assert pos > 2 * tiny_cfg.text.sliding_window  # local layers' window was exercised

@@ -92,28 +92,29 @@ def test_image_tokens_per_resolution():
 
 
 def test_step_is_prefill_then_decode(tiny_cfg, tiny_params):
-    """`paligemma.step` (one function of the chunk length) equals `prefill` from an empty cache and
-    `decode_step` for one token, past the sliding window."""
+    """`paligemma.step` (one function of the chunk length, writing its cache in place) equals `prefill` from an
+    empty cache and `decode_step` for one token, past the sliding window, and touches only its own slots."""
     from pg2edge.model import paligemma
     from pg2edge.model.gemma2 import init_cache, write_cache
 
     rs = np.random.RandomState(0)
     n_img = tiny_cfg.num_image_tokens
     img = jnp.asarray(rs.normal(size=(1, n_img, tiny_cfg.text.width)).astype(np.float32))
-    toks = jnp.asarray(rs.randint(0, 300, size=(1, 8)).astype(np.int32))
+    toks = jnp.asarray(rs.randint(0, 300, size=(1, 5)).astype(np.int32))
     valid = jnp.array([n_img + 5], jnp.int32)
     ref_logits, ref_chunk = paligemma.prefill(tiny_params, tiny_cfg, paligemma.prompt_embeddings(
         tiny_params, tiny_cfg, img, toks), valid)
-    cache = init_cache(tiny_cfg.text, 1, 64)
-    logits, chunk = paligemma.step(tiny_params, tiny_cfg, img, toks, jnp.array([0]), valid, cache)
+    junk = init_cache(tiny_cfg.text, 1, 64)
+    junk = junk._replace(k=tuple(c + 7.0 for c in junk.k), v=tuple(c - 7.0 for c in junk.v))  # stale slots
+    logits, cache = paligemma.step(tiny_params, tiny_cfg, img, toks, jnp.array([0]), junk)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
-    np.testing.assert_allclose(chunk.v[-1], ref_chunk.v[-1], atol=1e-5)
-    cache = write_cache(cache, chunk, jnp.array([0]))
+    ref_cache = write_cache(junk, ref_chunk, jnp.array([0]))
+    for got, want in zip(cache.k + cache.v, ref_cache.k + ref_cache.v):
+        np.testing.assert_allclose(got, want, atol=1e-5)
     for pos in range(int(valid[0]), int(valid[0]) + 20):
         tok = jnp.array([pos % 50 + 3], jnp.int32)
         ref_logits, ref_chunk = paligemma.decode_step(tiny_params, tiny_cfg, tok, jnp.array([pos]), cache)
-        logits, chunk = paligemma.step(tiny_params, tiny_cfg, img[:, :0], tok[:, None], jnp.array([pos]),
-                                       jnp.array([1]), cache)
-        np.testing.assert_array_equal(logits, ref_logits)
-        cache = write_cache(cache, chunk, jnp.array([pos]))
+        logits, cache = paligemma.step(tiny_params, tiny_cfg, img[:, :0], tok[:, None], jnp.array([pos]), cache)
+        np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+        np.testing.assert_allclose(cache.v[-1][:, :, pos:pos + 1], ref_chunk.v[-1], atol=1e-5)
     assert pos > 2 * tiny_cfg.text.sliding_window
