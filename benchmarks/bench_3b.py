@@ -132,9 +132,10 @@ def decode_bytes_per_token(bundle: Path, backend: str = "onnx", filled_slots: in
     return total
 
 
-def profile_decode(bundle: Path, steps: int = 5, pos: int = 300) -> list[dict]:
+def profile_decode(bundle: Path, steps: int = 5, pos: int = 300, warmup: int = 3) -> list[dict]:
     """Share of decode-step time per ONNX op type (onnxruntime's profiler), at cache position `pos`, with the
-    cache bound in and out as the runtime binds it."""
+    cache bound in and out as the runtime binds it; the first `warmup` steps (first-run allocations: a
+    GroupQueryAttention call takes ~40x longer once) are left out."""
     import onnxruntime as ort
 
     from pg2edge.runtime.backends import OnnxStepDecoder
@@ -156,12 +157,13 @@ def profile_decode(bundle: Path, steps: int = 5, pos: int = 300) -> list[dict]:
                      for i in session.get_inputs()}
             feeds["pos"][:] = pos
             run = lambda: session.run(None, feeds)  # noqa: E731
-        for _ in range(steps):
+        for _ in range(warmup + steps):
             run()
         events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[warmup:]
     per_op: dict[str, float] = {}
     for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and any(a <= e["ts"] <= b for a, b in runs):
             per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0.0) + e["dur"]
     total = sum(per_op.values())
     rows = [{"op": op, "ms_per_step": us / steps / 1000, "share": us / total} for op, us in per_op.items()]

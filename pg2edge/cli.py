@@ -257,6 +257,8 @@ def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-text-len", type=int, default=64, show_default=True, help="text tokens per example")
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
+@click.option("--balance-tasks", is_flag=True,
+              help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")

@@ -43,6 +43,7 @@ class Dataset:
     truncated: int  # examples that lost target tokens to --max-text-len
     skipped: tuple[str, ...]  # one error line per bad JSONL line dropped under --skip-bad
     fingerprint: str  # sha256 of the JSONL bytes: a resumed run must train on the same file
+    pool: np.ndarray  # int64: the example indices one training epoch permutes (each once, or task-balanced)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,8 +79,23 @@ def _readable(ex: Example, source: Path) -> Example:
     return ex
 
 
-def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False) -> Dataset:
-    """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`)."""
+def balanced_pool(tasks: tuple[str, ...]) -> np.ndarray:
+    """Example indices in which every task appears equally often: each task's examples, in file order,
+    repeated cyclically up to the largest task's count (an epoch then shows every example at least once)."""
+    groups: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(task, []).append(i)
+    most = max(len(g) for g in groups.values())
+    return np.concatenate([np.resize(np.asarray(g, np.int64), most) for _, g in sorted(groups.items())])
+
+
+def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False,
+                 balance_tasks: bool = False) -> Dataset:
+    """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`).
+
+    `balance_tasks`: training draws every task (the lines' `task` field) equally often, so a task with few
+    examples per image (OCR: one) is not drowned out by the others.
+    """
     path = Path(path)
     read = read_examples(path, skip_bad=skip_bad)
     skipped, examples = list(read.problems), []
@@ -92,11 +108,18 @@ def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad:
             skipped.append(str(e))
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(skipped)} bad lines skipped)")
+    if balance_tasks:
+        untagged = next((ex for ex in examples if not ex.task), None)
+        if untagged is not None:
+            raise DataError(f"{path}:{untagged.line}: task balancing needs a \"task\" field on every line")
+        pool = balanced_pool(tuple(ex.task for ex in examples))
+    else:
+        pool = np.arange(len(examples), dtype=np.int64)
     encoded = [encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples]
     texts = {name: np.stack([getattr(e, name) for e in encoded]) for name in TEXT_FIELDS}
     return Dataset(source=path, images=tuple(ex.image for ex in examples), **texts,
                    truncated=sum(e.truncated for e in encoded), skipped=tuple(skipped),
-                   fingerprint=hashlib.sha256(path.read_bytes()).hexdigest())
+                   fingerprint=hashlib.sha256(path.read_bytes()).hexdigest(), pool=pool)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -135,7 +158,7 @@ def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.
 def step_indices(ds: Dataset, seed: int, step: int, batch: int, accum: int) -> np.ndarray:
     """Example indices [accum, batch] of optimizer step `step` (0-based)."""
     per_step = batch * accum
-    return stream_indices(seed, len(ds), step * per_step, per_step).reshape(accum, batch)
+    return ds.pool[stream_indices(seed, len(ds.pool), step * per_step, per_step)].reshape(accum, batch)
 
 
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,

@@ -14,7 +14,7 @@ TRAINABLE = ("all", "attn", "lora")
 QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
-               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad")
+               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class TrainOptions:
     seed: int = 0
     max_text_len: int = 64
     skip_bad: bool = False
+    balance_tasks: bool = False  # draw every task of --data equally often
     save_every: int = 500
     log_every: int = 1
     fsdp: int | None = None  # devices per FSDP group; None = the local device count

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from pg2edge.checkpoint import random_params
 from pg2edge.config import get_config
@@ -19,6 +20,8 @@ from pg2edge.train.optim import lr_schedule
 from pg2edge.train.sharding import FSDP, param_spec
 from pg2edge.train.trainable import join_params, split_params
 from pg2edge.train.views import from_kn, to_kn
+
+from .helpers import write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +53,34 @@ def test_stream_is_a_permutation_per_epoch_and_deterministic():
 
 def test_accumulation_sees_the_same_examples_per_step():
     class _Five:
+        pool = np.arange(5)
+
         def __len__(self):
             return 5
 
     for step in range(4):
         np.testing.assert_array_equal(step_indices(_Five(), 1, step, 2, 2).reshape(-1),
                                       step_indices(_Five(), 1, step, 4, 1).reshape(-1))
+
+
+def test_balanced_pool_shows_every_task_equally_often_and_every_example(tok, tmp_path):
+    """--balance-tasks: each task fills the same share of an epoch (its examples cycled in file order), and a
+    line without a task is refused by line number."""
+    from pg2edge.tasks import DataError
+    from pg2edge.train.data import balanced_pool, load_dataset
+
+    tasks = ("ocr", "detect", "detect", "caption", "detect", "caption", "detect")
+    pool = balanced_pool(tasks)
+    assert sorted(pool.tolist()) == [0, 0, 0, 0, 1, 2, 3, 3, 4, 5, 5, 6]
+    assert {t: sum(tasks[i] == t for i in pool) for t in set(tasks)} == {"ocr": 4, "detect": 4, "caption": 4}
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    write_jsonl(tmp_path / "d.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s", "task": t} for t in tasks])
+    ds = load_dataset(tmp_path / "d.jsonl", tok, 16, balance_tasks=True)
+    np.testing.assert_array_equal(ds.pool, pool)
+    assert set(step_indices(ds, 0, 0, len(pool), 1).reshape(-1)) == set(range(len(tasks)))  # one epoch: all
+    write_jsonl(tmp_path / "u.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s"}])
+    with pytest.raises(DataError, match=r"u.jsonl:1: task balancing needs"):
+        load_dataset(tmp_path / "u.jsonl", tok, 16, balance_tasks=True)
 
 
 def test_loss_is_normalized_per_example_then_averaged():
