@@ -81,8 +81,8 @@ def cached_attention(g: GraphBuilder, materialize: Materialize, ins: list) -> li
 
 
 def _window_bias(g: GraphBuilder, start: str, chunk: str, total: str, window: int) -> str:
-    """(int32 start [B], chunk length [1], total slots []) -> additive bias [B, 1, T, start + T]: 0 where key slot s is in the chunk or within `window` of the
-    query's position, float32 min elsewhere."""
+    """(int32 start [B], chunk length [1], filled slots []) -> additive bias [B, 1, T, start + T]: 0 where
+    key slot s is in the chunk or within `window` of the query's position, float32 min elsewhere."""
     zero, one = g.const(np.zeros((), np.int32), "zero"), g.const(np.ones((), np.int32), "one")
     slot = g.op("Range", [zero, total, one], "slot")  # [S]
     row = g.op("Unsqueeze", [g.op("Range", [zero, g.op("Squeeze", [chunk]), one], "row"),

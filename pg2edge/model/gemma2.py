@@ -5,7 +5,10 @@ decode: queries attend over (fixed-capacity cache slots, this call's tokens)
 under boolean masks, and the call returns only its own new keys/values, which
 the cache owner writes in place. The three mask builders below encode
 big_vision's prefix-LM rule and HF's sliding window (local layers: same prefix
-block, or causal within the window).
+block, or causal within the window). With `write_at`, each layer instead
+writes its chunk into the cache and attends over it (`cached_attention`, the
+same visibility rule): the one-graph `step` that ONNX lowers to
+GroupQueryAttention over a cache updated in place.
 """
 
 from __future__ import annotations

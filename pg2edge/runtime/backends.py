@@ -3,7 +3,8 @@
 Both backends take and return numpy arrays by the manifest's tensor names.
 The decode loop runs through a backend-specific decoder that owns the KV
 cache where the backend reads it without copies: numpy buffers bound once
-with onnxruntime's IO binding, or LiteRT's own input tensors written in place.
+with onnxruntime's IO binding (the `step` graph writes them in place), or
+LiteRT's own input tensors written in place.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ class BackendUnavailableError(Pg2EdgeError):
 
 
 class Decoder(Protocol):
-    """The static KV cache plus the decode part: `write` a prefill chunk, then `step` per token."""
-
-    def write(self, chunk: dict[str, np.ndarray], start: int) -> None: ...
+    """The static KV cache plus the decode part: the prompt (`write` a prefill part's chunk, or `prefill`
+    through a `step` graph), then `step` per token."""
 
     def step(self, token: int, pos: int) -> np.ndarray: ...
 
@@ -79,61 +79,15 @@ class OnnxBackend:
         names = self._outputs[part]
         return dict(zip(names, self.session(part).run(names, feeds)))
 
-    def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "OnnxDecoder":
-        """The decode loop's state: KV buffers owned here, bound once with IO binding."""
-        if part == "step":
-            return OnnxStepDecoder(self._ort, self.session(part), kv_specs, logits_shape)
-        return OnnxDecoder(self._ort, self.session(part), kv_specs, logits_shape)
+    def decoder(self, part: str, kv_specs: list[dict], logits_shape: tuple[int, ...]) -> "OnnxStepDecoder":
+        """The decode loop's state: KV buffers owned here, bound once with IO binding (ONNX bundles decode
+        through their one `step` graph)."""
+        return OnnxStepDecoder(self._ort, self.session(part), kv_specs, logits_shape)
 
     def release(self) -> None:
         """Drop every session (a decoder still alive keeps its own); the next run loads again."""
         self._sessions.clear()
         _return_freed_memory()
-
-
-class OnnxDecoder:
-    """KV cache as numpy buffers that onnxruntime reads in place; outputs land in bound buffers.
-
-    One IO binding is built at construction and reused by every step: the
-    token/pos/cache inputs are OrtValues sharing the numpy memory, so neither
-    the binding nor the cache is copied per token.
-    """
-
-    TOKEN, TOKEN_SHAPE = "token", (1,)
-
-    def __init__(self, ort, session, kv_specs: list[dict], logits_shape: tuple[int, ...]):
-        self._ort, self._session = ort, session
-        self.cache = {s["name"]: np.zeros(s["shape"], s["dtype"]) for s in kv_specs}
-        self._token, self._pos = np.zeros(self.TOKEN_SHAPE, np.int32), np.zeros((1,), np.int32)
-        self.out = {"logits": np.zeros(logits_shape, np.float32),
-                    **{f"new_{n}": np.zeros(b.shape[:2] + (1,) + b.shape[3:], b.dtype) for n, b in self.cache.items()}}
-        self._binding = session.io_binding()
-        self._values = []
-        inputs = {self.TOKEN: self._token, "pos": self._pos, **self._step_inputs(session, logits_shape[0]),
-                  **self.cache}
-        for name, arr in inputs.items():
-            value = ort.OrtValue.ortvalue_from_numpy(arr)  # shares the numpy memory on CPU
-            self._binding.bind_ortvalue_input(name, value)
-            self._values.append(value)
-        for name, arr in self.out.items():
-            self._binding.bind_output(name, "cpu", 0, arr.dtype, arr.shape, arr.ctypes.data)
-
-    def _step_inputs(self, session, batch: int) -> dict[str, np.ndarray]:
-        """Inputs a decode step binds besides token, position and cache (none for `decode`)."""
-        return {}
-
-    def write(self, chunk: dict[str, np.ndarray], start: int) -> None:
-        """Store `new_<name>` entries [B,K,T,H] at cache slots [start, start + T)."""
-        for name, buf in self.cache.items():
-            new = chunk[f"new_{name}"]
-            buf[:, :, start:start + new.shape[2]] = new
-
-    def step(self, token: int, pos: int) -> np.ndarray:
-        """One decode call at slot `pos`; its keys/values are written in place; returns logits."""
-        self._token.flat[0], self._pos[0] = token, pos
-        self._session.run_with_iobinding(self._binding)
-        self.write(self.out, pos)
-        return self.out["logits"]
 
 
 class OnnxStepDecoder:
