@@ -10,6 +10,7 @@ from typing import Callable
 
 import jax
 
+
 def trace(fn: Callable, params: dict, inputs: list[tuple[str, tuple, str]]):
     """jaxpr of `fn(params, *inputs)` with the params as leading flat arguments.
 

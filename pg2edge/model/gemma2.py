@@ -131,29 +131,33 @@ def _project_qkv(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array
     return apply_rope(q, pos_bt, cfg.rope_base), apply_rope(k, pos_bt, cfg.rope_base), v
 
 
+def _attend(q_btnh: jax.Array, blocks: list[tuple[jax.Array, jax.Array, jax.Array]], scale, cap_fn) -> jax.Array:
+    """GQA attention core: queries [B,T,N,H] over key/value blocks (keys, values [B,K,S_i,H], visibility
+    [B,T,S_i]) under one softmax; the blocks are never concatenated (no copy of a cache). Returns [B,T,N,H]."""
+    b, t, n, h = q_btnh.shape
+    kv_heads = blocks[0][0].shape[1]
+    q = q_btnh.reshape(b, t, kv_heads, n // kv_heads, h)
+    neg = jnp.finfo(jnp.float32).min
+    logits = [jnp.where(mask[:, None, None], cap_fn(
+        jnp.einsum("btkgh,bksh->bkgts", q, keys.astype(q.dtype)).astype(jnp.float32) * scale), neg)
+        for keys, _, mask in blocks]
+    probs = softmax(jnp.concatenate(logits, axis=-1) if len(logits) > 1 else logits[0]).astype(q.dtype)
+    o, start = 0, 0
+    for keys, values, _ in blocks:
+        size = keys.shape[2]
+        o = o + jnp.einsum("bkgts,bksh->btkgh", probs[..., start:start + size], values.astype(q.dtype))
+        start += size
+    return o.reshape(b, t, n, h)
+
+
 def _attention(p: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array,
                mask_new: jax.Array, mask_old: jax.Array | None, kv_old: tuple[jax.Array, jax.Array] | None):
     """GQA self-attention over (cache slots, this call's tokens); returns output and new (k, v) [B,K,T,H]."""
     q, k, v = _project_qkv(p, cfg, x_btd, pos_bt)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,T,H]
-    b, t, n, h = q.shape
-    q = q.reshape(b, t, cfg.num_kv_heads, n // cfg.num_kv_heads, h)
-    scale = cfg.query_pre_attn_scalar ** -0.5
-    neg = jnp.finfo(jnp.float32).min
-
-    def scores(keys_bksh, mask_bts):
-        logits = jnp.einsum("btkgh,bksh->bkgts", q, keys_bksh.astype(q.dtype)).astype(jnp.float32)
-        logits = soft_cap(logits * scale, cfg.attn_logit_softcap)
-        return jnp.where(mask_bts[:, None, None], logits, neg)
-
-    logits = scores(k, mask_new)
-    if kv_old is not None:
-        logits = jnp.concatenate([scores(kv_old[0], mask_old), logits], axis=-1)
-    probs = softmax(logits).astype(x_btd.dtype)
-    o = jnp.einsum("bkgts,bksh->btkgh", probs[..., -t:], v)
-    if kv_old is not None:
-        o = o + jnp.einsum("bkgts,bksh->btkgh", probs[..., :-t], kv_old[1].astype(x_btd.dtype))
-    return _attention_out(p, o.reshape(b, t, n, h)), (k, v)
+    blocks = ([] if kv_old is None else [(kv_old[0], kv_old[1], mask_old)]) + [(k, v, mask_new)]
+    o = _attend(q, blocks, cfg.query_pre_attn_scalar ** -0.5, lambda x: soft_cap(x, cfg.attn_logit_softcap))
+    return _attention_out(p, o), (k, v)
 
 
 def _attention_out(p: dict, o_btnh: jax.Array) -> jax.Array:
@@ -173,20 +177,17 @@ def cached_attention(q_btnh: jax.Array, k_btkh: jax.Array, v_btkh: jax.Array, k_
     """
     k_cache = _place_chunk(k_cache, k_btkh, start_b)
     v_cache = _place_chunk(v_cache, v_btkh, start_b)
-    b, t, n, h = q_btnh.shape
-    kv_heads, slots = k_cache.shape[1], k_cache.shape[2]
+    t, slots = q_btnh.shape[1], k_cache.shape[2]
     slot = jnp.arange(slots, dtype=jnp.int32)[None, None, :]
     q_pos = (start_b[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :])[:, :, None]  # [B,T,1]
     start = start_b[:, None, None]
     visible = (slot < start + t) & ((slot >= start) | (q_pos - slot < window))  # [B,T,S]
-    q = q_btnh.reshape(b, t, kv_heads, n // kv_heads, h)
-    logits = jnp.einsum("btkgh,bksh->bkgts", q, k_cache.astype(q.dtype)).astype(jnp.float32) * scale
-    cap = jnp.where(softcap > 0, softcap, 1.0)
-    logits = jnp.where(softcap > 0, cap * jnp.tanh(logits / cap), logits)
-    logits = jnp.where(visible[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = softmax(logits).astype(q.dtype)
-    o = jnp.einsum("bkgts,bksh->btkgh", probs, v_cache.astype(q.dtype))
-    return o.reshape(b, t, n, h), k_cache, v_cache
+    cap = jnp.where(softcap > 0, softcap, 1.0)  # traced: the lowering reads it as the node's attribute
+
+    def cap_fn(x):
+        return jnp.where(softcap > 0, cap * jnp.tanh(x / cap), x)
+
+    return _attend(q_btnh, [(k_cache, v_cache, visible)], scale, cap_fn), k_cache, v_cache
 
 
 def _place_chunk(cache_bksh: jax.Array, chunk_btkh: jax.Array, start_b: jax.Array) -> jax.Array:

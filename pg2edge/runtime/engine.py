@@ -87,9 +87,8 @@ class Engine:
         self.preprocess_cfg = self.manifest["preprocess"]
         # one `step` graph (any chunk length) when the backend has it, else prefill buckets + decode
         self._decode_part = "step" if "step" in self.manifest["backends"][self.backend_name] else "decode"
-        self._kv_specs = [dict(s, shape=[self.max_len if isinstance(d, str) else d for d in s["shape"]])
-                          for s in self.manifest["parts"][self._decode_part]["inputs"]
-                          if s["name"].startswith(("k_", "v_"))]  # the runtime's buffers hold every slot
+        self._kv_specs = [s for s in self.manifest["parts"][self._decode_part]["inputs"]
+                          if s["name"].startswith(("k_", "v_"))]
         self._decoder = None
 
     @property
