@@ -227,6 +227,7 @@ def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
     split_text = ", ".join(f"{s} {summary.images[s]} images / {summary.examples[s]} examples" for s in summary.images)
     click.echo(f"{out}: {split_text} ({summary.seconds:.1f} s)")
     click.echo("tasks: " + ", ".join(f"{task} {count}" for task, count in summary.tasks.items()))
+    click.echo(f"train_simple.jsonl: {summary.simple_train} train examples of one-object images")
 
 
 @main.command()

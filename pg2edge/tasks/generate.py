@@ -27,6 +27,13 @@ class GeneratedImage:
     content: tuple[DrawnShape, ...] | TextSpec
     targets: tuple[Target, ...]
 
+    @property
+    def simple(self) -> bool:
+        """One shape or one line of text: every task's answer then follows from a single object."""
+        if isinstance(self.content, TextSpec):
+            return len(self.content.lines) == 1
+        return len(self.content) == 1
+
 
 def image_rngs(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator]:
     """Image `index`'s own streams (content, pixel noise): images do not depend on N, order or each other.

@@ -23,8 +23,11 @@ from pg2edge.tasks.generate import PNG_COMPRESS_LEVEL, TEXT_FRACTION, generate_i
 from pg2edge.tasks.targets import Target
 from pg2edge.tasks.vocab import SUITE_WORDS
 
-GENERATOR_VERSION = 1  # bump whenever the same seed would give different files
+GENERATOR_VERSION = 2  # bump whenever the same seed would give different files (2: train_simple.jsonl)
 SPLITS = ("train", "val", "test")
+# train.jsonl's lines whose image is `simple` (one shape, one text line): a from-scratch model's first
+# curriculum stage, where no answer needs binding a word to one object among several.
+SIMPLE_TRAIN = "train_simple"
 HELD_OUT_FRACTION = 0.1  # each of val and test; train gets the rest
 IMAGE_DIR = "images"
 META = "meta.json"
@@ -58,6 +61,7 @@ class SuiteSummary:
     examples: dict[str, int]
     tasks: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    simple_train: int = 0  # lines in train_simple.jsonl
 
 
 def assign_splits(n: int, seed: int) -> tuple[str, ...]:
@@ -88,6 +92,7 @@ def _meta(cfg: SuiteConfig, images: Counter, examples: Counter, tasks: Counter) 
         "generator": "pg2edge.tasks", "generator_version": GENERATOR_VERSION, "pillow_version": PIL.__version__,
         "seed": cfg.seed, "res": cfg.res, "n_images": cfg.n,
         "images": {s: images[s] for s in SPLITS}, "examples": {s: examples[s] for s in SPLITS},
+        "simple_train_examples": examples[SIMPLE_TRAIN],
         "tasks": dict(sorted(tasks.items())), "text_fraction": TEXT_FRACTION,
         "png_compress_level": PNG_COMPRESS_LEVEL, "loc_denominator": LOC_DENOMINATOR,
         "box_order": "y0 x0 y1 x1", "seg_encoder": "stand-in: code = 16 * round(7 * coverage) + cell, 4x4 cells",
@@ -121,14 +126,18 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False,
         (tmp / IMAGE_DIR).mkdir()
         with contextlib.ExitStack() as stack:
             files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "w", encoding="utf-8", newline="\n"))
-                     for s in SPLITS}
+                     for s in (*SPLITS, SIMPLE_TRAIN)}
             for index in wanted:
                 split = splits[index]
                 image = generate_image(cfg.seed, index, cfg.res)
                 name = image_name(index)
                 (tmp / name).write_bytes(image.png)
                 for target in image.targets:
-                    files[split].write(example_line(name, target) + "\n")
+                    line = example_line(name, target) + "\n"
+                    files[split].write(line)
+                    if split == "train" and image.simple:
+                        files[SIMPLE_TRAIN].write(line)
+                        examples[SIMPLE_TRAIN] += 1
                     tasks[target.task] += 1
                 images[split] += 1
                 examples[split] += len(image.targets)
@@ -137,4 +146,4 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False,
             meta["only_indices"] = list(wanted)  # a subset of the suite: these images, identical to the full run's
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return SuiteSummary(out, {s: images[s] for s in SPLITS}, {s: examples[s] for s in SPLITS},
-                        dict(sorted(tasks.items())), time.perf_counter() - start)
+                        dict(sorted(tasks.items())), time.perf_counter() - start, examples[SIMPLE_TRAIN])

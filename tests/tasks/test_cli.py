@@ -13,7 +13,8 @@ def test_tasks_writes_the_suite(tmp_path):
     out = tmp_path / "suite"
     result = CliRunner().invoke(main, ["tasks", "--out", str(out), "--n", "10", "--seed", "2", "--res", "112"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"images", "train.jsonl", "val.jsonl", "test.jsonl", "meta.json"}
+    assert {p.name for p in out.iterdir()} == {"images", "train.jsonl", "train_simple.jsonl", "val.jsonl", "test.jsonl",
+                                              "meta.json"}
     assert len(list((out / "images").glob("*.png"))) == 10
     meta = json.loads((out / "meta.json").read_text())
     assert (meta["seed"], meta["res"], meta["n_images"]) == (2, 112, 10)

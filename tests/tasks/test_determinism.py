@@ -72,11 +72,25 @@ def test_splits_are_80_10_10_by_image_and_seeded():
 def test_meta_records_seed_res_counts_and_version(suite_dir):
     out, summary = suite_dir
     meta = json.loads((out / "meta.json").read_text())
-    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 1)
+    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 2)
     assert meta["images"] == summary.images and sum(meta["images"].values()) == 30
     assert meta["examples"] == summary.examples and meta["tasks"] == summary.tasks
     for split, count in summary.examples.items():
         assert len((out / f"{split}.jsonl").read_text().splitlines()) == count
+
+
+def test_simple_train_holds_exactly_the_train_lines_of_one_object_images(suite_dir):
+    out, _ = suite_dir
+    meta = json.loads((out / "meta.json").read_text())
+    simple = (out / "train_simple.jsonl").read_text().splitlines()
+    expected = []
+    for line in (out / "train.jsonl").read_text().splitlines():
+        index = int(Path(json.loads(line)["image"]).stem)
+        image = generate_image(7, index, 112)
+        objects = len(image.content.lines) if hasattr(image.content, "lines") else len(image.content)
+        if objects == 1:
+            expected.append(line)
+    assert simple == expected and len(simple) == meta["simple_train_examples"] > 0
 
 
 def test_jsonl_lines_have_sorted_keys_and_relative_existing_images(suite_dir):
