@@ -80,17 +80,16 @@ def test_meta_records_seed_res_counts_and_version(suite_dir):
 
 
 def test_simple_train_holds_exactly_the_train_lines_of_one_object_images(suite_dir):
-    out, _ = suite_dir
+    out, summary = suite_dir
     meta = json.loads((out / "meta.json").read_text())
+    lines = (out / "train.jsonl").read_text().splitlines()
+    objects = {}  # image index -> shapes drawn, or lines of text written
+    for index in {int(Path(json.loads(line)["image"]).stem) for line in lines}:
+        content = generate_image(7, index, 112).content
+        objects[index] = len(content.lines) if hasattr(content, "lines") else len(content)
+    expected = [line for line in lines if objects[int(Path(json.loads(line)["image"]).stem)] == 1]
     simple = (out / "train_simple.jsonl").read_text().splitlines()
-    expected = []
-    for line in (out / "train.jsonl").read_text().splitlines():
-        index = int(Path(json.loads(line)["image"]).stem)
-        image = generate_image(7, index, 112)
-        objects = len(image.content.lines) if hasattr(image.content, "lines") else len(image.content)
-        if objects == 1:
-            expected.append(line)
-    assert simple == expected and len(simple) == meta["simple_train_examples"] > 0
+    assert simple == expected and len(simple) == meta["simple_train_examples"] == summary.simple_train > 0
 
 
 def test_jsonl_lines_have_sorted_keys_and_relative_existing_images(suite_dir):
