@@ -39,11 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 
 from pg2edge.config import ModelConfig, get_config
 from pg2edge.model import siglip
+from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import SuiteConfig, write_suite
+from pg2edge.tasks.jsonl import read_examples
 from pg2edge.tasks.vocab import COLORS, SHAPES, SIZES
 from pg2edge.train.init import from_scratch_params
 
@@ -55,12 +56,13 @@ CNN_CHANNELS = ((3, 32, 2), (32, 64, 2), (64, 96, 2), (96, 96, 1))  # (in, out, 
 
 
 def caption_data(suite: Path, split: str, one_shape_only: bool) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [N, R, R, 3] of the split's shape images and their caption words as multi-hot [N, 16]."""
-    rows = [json.loads(line) for line in (suite / f"{split}.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["task"] == "caption" and not (one_shape_only and " and " in r["suffix"])]
-    images = np.stack([np.asarray(Image.open(suite / r["image"]).convert("RGB")) for r in rows])
-    words = np.array([[w in r["suffix"].split() for w in WORDS] for r in rows], np.float32)
-    return images, words
+    """Pixels [N, R, R, 3] of the split's shape images (the model's preprocessing) and their caption
+    words as multi-hot [N, 16]."""
+    examples = [e for e in read_examples(suite / f"{split}.jsonl").examples
+                if e.task == "caption" and not (one_shape_only and " and " in e.suffix)]
+    pixels = preprocess_batch([e.image for e in examples], SUITE.res)
+    words = np.array([[w in e.suffix.split() for w in WORDS] for e in examples], np.float32)
+    return pixels, words
 
 
 def tower_config(width: int, depth: int, patch: int) -> ModelConfig:
@@ -114,11 +116,6 @@ def accuracy(logits: np.ndarray, words: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _pixels(images: jax.Array) -> jax.Array:
-    """uint8 -> the model's [-1, 1] pixel range."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
 def train(name: str, init, logits_fn, data: tuple, test: tuple, steps: int, batch: int, evals: int) -> list[dict]:
     """Train one encoder; a row of test accuracies every steps // evals steps."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, max(steps // 20, 1), steps)
@@ -128,11 +125,11 @@ def train(name: str, init, logits_fn, data: tuple, test: tuple, steps: int, batc
     @jax.jit
     def step(theta, state, images, words):
         loss, grads = jax.value_and_grad(
-            lambda t: optax.sigmoid_binary_cross_entropy(logits_fn(t, _pixels(images)), words).mean())(theta)
+            lambda t: optax.sigmoid_binary_cross_entropy(logits_fn(t, images), words).mean())(theta)
         updates, state = optimizer.update(grads, state, theta)
         return optax.apply_updates(theta, updates), state, loss
 
-    predict = jax.jit(lambda t, images: logits_fn(t, _pixels(images)))
+    predict = jax.jit(logits_fn)
     order = np.random.default_rng(0)  # the same batches for every encoder
     rows, seconds = [], 0.0
     for i in range(1, steps + 1):
