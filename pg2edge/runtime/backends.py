@@ -22,11 +22,24 @@ class BackendUnavailableError(Pg2EdgeError):
     """The bundle asks for a backend whose Python package is not installed."""
 
 
-class Decoder(Protocol):
-    """The static KV cache plus the decode part: the prompt (`write` a prefill part's chunk, or `prefill`
-    through a `step` graph), then `step` per token."""
+class ChunkDecoder(Protocol):
+    """The static KV cache plus the decode part, after a separate prefill part: `write` its chunk, then
+    `step` per token (TFLite)."""
+
+    def write(self, chunk: dict[str, np.ndarray], start: int) -> None: ...
 
     def step(self, token: int, pos: int) -> np.ndarray: ...
+
+
+class StepDecoder(Protocol):
+    """The static KV cache and one `step` graph for the prompt (`prefill`) and every token (ONNX)."""
+
+    def prefill(self, image_embeds: np.ndarray, tokens: np.ndarray) -> np.ndarray: ...
+
+    def step(self, token: int, pos: int) -> np.ndarray: ...
+
+
+Decoder = ChunkDecoder | StepDecoder
 
 
 class Backend(Protocol):
