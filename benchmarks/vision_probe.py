@@ -1,7 +1,7 @@
 """Can the tiny model's image tower learn what the suite shows? It, and a small CNN, on the same data and loss.
 
     .venv/bin/python benchmarks/vision_probe.py [--steps 800] [--batch 64] [--work DIR]
-        [--encoders vit,cnn] [--vit-width 96] [--vit-depth 3] [--vit-patch 14]
+        [--encoders vit,cnn] [--layouts grid,free] [--vit-width 96] [--vit-depth 3] [--vit-patch 14]
 
 Why: the trained tiny model answers colour questions but not shape ones, and never
 localizes. This isolates the image tower from the decoder. Each encoder is trained
@@ -18,7 +18,8 @@ image's caption, so an image with several shapes holds several positives.
   (three of stride 2), ReLU, a max-pool over positions and one dense layer.
 
 Both see the same batches, optimizer (Adam, 5 % warmup then cosine, peak 1e-3)
-and steps. Scored by per-attribute accuracy (argmax among that attribute's
+and steps, on each suite layout: `grid` (shapes centred on 14 px cells, the
+default suite) and `free` (shapes anywhere, so at sub-patch shifts). Scored by per-attribute accuracy (argmax among that attribute's
 words) on the one-shape images of the test split. Writes
 benchmarks/results/vision_probe.{json,md,png}; a tower other than mini's
 (`--vit-width/--vit-depth/--vit-patch`) writes vision_probe_w<W>_d<D>_p<P>.*.
@@ -41,15 +42,16 @@ import numpy as np
 import optax
 
 from pg2edge.config import ModelConfig, get_config
-from pg2edge.model import siglip
 from pg2edge.preprocess import preprocess_batch
-from pg2edge.tasks import SuiteConfig, write_suite
+from pg2edge.tasks import SuiteConfig, is_current, write_suite
 from pg2edge.tasks.jsonl import read_examples
+from pg2edge.tasks.layout import LAYOUTS
 from pg2edge.tasks.vocab import COLORS, SHAPES, SIZES
 from pg2edge.train.init import from_scratch_params
+from pg2edge.train.vision_pretrain import word_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SUITE = SuiteConfig(n=16000, seed=0, res=112)
+SUITE = SuiteConfig(n=16000, seed=0, res=112)  # the layout is chosen per run (--layouts)
 WORDS = (*SHAPES, *COLORS, *SIZES)
 ATTRIBUTES = {"shape": SHAPES, "color": tuple(COLORS), "size": SIZES}
 CNN_CHANNELS = ((3, 32, 2), (32, 64, 2), (64, 96, 2), (96, 96, 1))  # (in, out, stride) of each 3x3 conv
@@ -81,10 +83,8 @@ def vit_init(cfg: ModelConfig, key: jax.Array) -> dict:
 
 
 def vit_logits(cfg: ModelConfig, theta: dict, pixels: jax.Array) -> jax.Array:
-    """Word scores [B, 16]: a soft maximum over image tokens of token . word vector."""
-    tokens = siglip.encode(theta["img"], cfg.vision, pixels)
-    scores = jnp.einsum("btd,wd->btw", tokens, theta["words"])
-    return jax.nn.logsumexp(scores, axis=1) - math.log(scores.shape[1]) + theta["bias"]
+    """Word scores [B, 16]: `pretrain-vision`'s loss head (a soft maximum over image tokens of token . word)."""
+    return word_logits(cfg, theta, pixels)
 
 
 def cnn_init(key: jax.Array) -> dict:
@@ -116,7 +116,8 @@ def accuracy(logits: np.ndarray, words: np.ndarray) -> dict[str, float]:
     return out
 
 
-def train(name: str, init, logits_fn, data: tuple, test: tuple, steps: int, batch: int, evals: int) -> list[dict]:
+def train(name: str, layout: str, init, logits_fn, data: tuple, test: tuple, steps: int, batch: int,
+          evals: int) -> list[dict]:
     """Train one encoder; a row of test accuracies every steps // evals steps."""
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, max(steps // 20, 1), steps)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
@@ -141,7 +142,7 @@ def train(name: str, init, logits_fn, data: tuple, test: tuple, steps: int, batc
         if i % max(steps // evals, 1) == 0 or i == steps:
             logits = np.concatenate([np.asarray(predict(theta, jnp.asarray(test[0][j:j + 256])))
                                      for j in range(0, len(test[0]), 256)])
-            rows.append({"encoder": name, "step": i, "examples": i * batch, "train_seconds": round(seconds, 1),
+            rows.append({"encoder": name, "layout": layout, "step": i, "examples": i * batch, "train_seconds": round(seconds, 1),
                          "loss": round(loss, 4), **accuracy(logits, test[1])})
             print(rows[-1], flush=True)
     return rows
@@ -152,15 +153,17 @@ def write_results(rows: list[dict], meta: dict, stem: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Image tower probe: can it learn the suite's shapes?", "",
-             f"Trained from scratch on the caption words of {meta['train_images']} shape images "
+             f"Trained from scratch on the caption words of each layout's {meta['train_images']} shape images "
              f"(suite seed {SUITE.seed}, {SUITE.n} images, {SUITE.res} px), batch {meta['batch']}; "
-             f"accuracy on the {meta['test_images']} one-shape test images. Chance: shape 0.17, colour 0.125, size 0.5. "
+             f"accuracy on its {meta['test_images']} one-shape test images. Chance: shape 0.17, colour 0.125, "
+             "size 0.5. Layout `grid`: shapes centred on 14 px cells (the suite's default); `free`: anywhere. "
              "Train seconds include compiling the step.",
              "", f"ViT: width {meta['vit']['width']}, depth {meta['vit']['depth']}, "
              f"patch {meta['vit']['patch_size']}; CNN: 3x3 convolutions {meta['cnn_channels']} (in, out, stride).",
-             "", "| encoder | step | examples | train s | shape | colour | size |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['encoder']} | {r['step']} | {r['examples']} | {r['train_seconds']} | {r['shape']:.3f} | "
-              f"{r['color']:.3f} | {r['size']:.3f} |" for r in rows]
+             "", "| layout | encoder | step | examples | train s | shape | colour | size |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['layout']} | {r['encoder']} | {r['step']} | {r['examples']} | {r['train_seconds']} | "
+              f"{r['shape']:.3f} | {r['color']:.3f} | {r['size']:.3f} |" for r in rows]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -169,12 +172,13 @@ def write_results(rows: list[dict], meta: dict, stem: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for encoder, style in (("vit", "-"), ("cnn", "--")):
-        for attribute, color in (("shape", "C0"), ("color", "C1"), ("size", "C2")):
-            pts = [(r["examples"], r[attribute]) for r in rows if r["encoder"] == encoder]
+        for layout, color in (("grid", "C0"), ("free", "C3")):
+            pts = [(r["examples"], r["shape"]) for r in rows if (r["encoder"], r["layout"]) == (encoder, layout)]
             if pts:
-                ax.plot(*zip(*pts), style, color=color, label=f"{encoder} {attribute}")
+                ax.plot(*zip(*pts), style, color=color, marker="o", label=f"{encoder}, {layout} layout")
+    ax.axhline(1 / len(SHAPES), color="gray", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("training examples")
-    ax.set_ylabel("test accuracy (one-shape images)")
+    ax.set_ylabel("shape accuracy (one-shape test images)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -189,6 +193,7 @@ def main() -> None:
     ap.add_argument("--evals", type=int, default=4)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-vision-probe")
     ap.add_argument("--encoders", default="vit,cnn", help="comma list of vit, cnn")
+    ap.add_argument("--layouts", default="grid,free", help="comma list of suite layouts: grid, free")
     ap.add_argument("--vit-width", type=int, default=96)
     ap.add_argument("--vit-depth", type=int, default=3)
     ap.add_argument("--vit-patch", type=int, default=14)
@@ -201,15 +206,19 @@ def main() -> None:
     chosen = args.encoders.split(",")
     if unknown := set(chosen) - set(encoders):
         ap.error(f"--encoders: unknown {', '.join(sorted(unknown))}; expected vit, cnn")
-    suite = args.work / "suite"
-    if not (suite / "meta.json").exists():
-        write_suite(suite, SUITE)
-    data = caption_data(suite, "train", one_shape_only=False)
-    test = caption_data(suite, "test", one_shape_only=True)
+    layouts = args.layouts.split(",")
+    if unknown := set(layouts) - set(LAYOUTS):
+        ap.error(f"--layouts: unknown {', '.join(sorted(unknown))}; expected {', '.join(LAYOUTS)}")
     rows = []
-    for name in chosen:
-        rows += train(name, *encoders[name], data, test, args.steps, args.batch, args.evals)
-    meta = {"suite": dataclasses.asdict(SUITE), "steps": args.steps, "batch": args.batch,
+    for layout in layouts:
+        suite, config = args.work / f"suite-{layout}", dataclasses.replace(SUITE, layout=layout)
+        if not is_current(suite, config):
+            write_suite(suite, config, force=True)
+        data = caption_data(suite, "train", one_shape_only=False)
+        test = caption_data(suite, "test", one_shape_only=True)
+        for name in chosen:
+            rows += train(name, layout, *encoders[name], data, test, args.steps, args.batch, args.evals)
+    meta = {"suite": dataclasses.asdict(SUITE), "layouts": layouts, "steps": args.steps, "batch": args.batch,
             "train_images": len(data[0]), "test_images": len(test[0]),
             "vit": dataclasses.asdict(cfg.vision), "cnn_channels": CNN_CHANNELS}
     write_results(rows, meta, stem)

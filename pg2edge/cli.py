@@ -217,13 +217,16 @@ def run(bundle, images, prompt, backend, max_new_tokens, temperature, top_k, top
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="number of images")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--res", type=click.IntRange(56, 1024), default=224, show_default=True, help="image side in pixels")
+@click.option("--layout", type=click.Choice(["grid", "free"]), default="grid", show_default=True,
+              help="grid: shapes and glyphs snap to an 8x8 grid of cells (one 14 px patch at 112 px); "
+                   "free: anywhere (harder: for a pretrained image tower)")
 @click.option("--force", is_flag=True, help="replace an existing --out")
 @_one_line_errors
-def tasks(out: Path, n: int, seed: int, res: int, force: bool) -> None:
+def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> None:
     """Write the synthetic task suite: PNGs, train/val/test JSONL (prefix -> suffix) and meta.json."""
     from pg2edge.tasks import SuiteConfig, write_suite
 
-    summary = write_suite(out, SuiteConfig(n=n, seed=seed, res=res), force=force)
+    summary = write_suite(out, SuiteConfig(n=n, seed=seed, res=res, layout=layout), force=force)
     split_text = ", ".join(f"{s} {summary.images[s]} images / {summary.examples[s]} examples" for s in summary.images)
     click.echo(f"{out}: {split_text} ({summary.seconds:.1f} s)")
     click.echo("tasks: " + ", ".join(f"{task} {count}" for task, count in summary.tasks.items()))
@@ -288,6 +291,36 @@ def finetune(distributed: bool, **options) -> None:
     click.echo(", ".join(summary))
     click.echo(f"convert with: pg2edge convert --size {result.cfg.size} --res {result.cfg.resolution} "
                f"--checkpoint {result.params_path} --tokenizer {result.out / 'tokenizer.model'} --out BUNDLE")
+
+
+@main.command("pretrain-vision")
+@click.option("--size", required=True, help="variant to build (e.g. mini)")
+@click.option("--res", type=int, default=None, help="input resolution (default: the variant's)")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="JSONL of the finetune format; each image's suffixes give its words")
+@click.option("--steps", type=click.IntRange(min=1), required=True)
+@click.option("--batch", type=click.IntRange(min=1), required=True, help="images per step")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="peak learning rate")
+@click.option("--warmup", type=float, default=0.05, show_default=True, help="linear warmup, fraction of --steps")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="the random init of every weight, as finetune --random-init --seed draws it")
+@click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
+              help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
+@click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="new directory for the model")
+@_one_line_errors
+def pretrain_vision(**options) -> None:
+    """Train the image tower alone (SigLIP-style loss on each image's words); OUT starts `finetune --checkpoint`."""
+    from pg2edge.train.vision_pretrain import VisionPretrainOptions
+    from pg2edge.train.vision_pretrain import pretrain_vision as run_pretrain
+
+    opts = VisionPretrainOptions(**options)
+    record = run_pretrain(opts, log=lambda message: click.echo(message, err=True))
+    click.echo(f"{opts.out}: {record['variant']} image tower, {opts.steps} steps on {record['images']} images "
+               f"({record['word_tokens']} word tokens), loss {record['first_loss']:.4f} -> {record['final_loss']:.4f}, "
+               f"{record['seconds']:.0f} s")
+    click.echo(f"continue with: pg2edge finetune --checkpoint {opts.out} --data JSONL --steps N --batch B --out DIR")
 
 
 @main.command("eval")

@@ -51,17 +51,17 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def generate_image(seed: int, index: int, res: int) -> GeneratedImage:
-    """Image `index` of the suite with this seed at res x res."""
+def generate_image(seed: int, index: int, res: int, layout: str = "grid") -> GeneratedImage:
+    """Image `index` of the suite with this seed at res x res (layout: see tasks.layout.LAYOUTS)."""
     rng, noise_rng = image_rngs(seed, index)
     canvas = background(rng, res, noise_rng)
     if rng.random() < TEXT_FRACTION:
         spec = sample_text(rng)
-        pixels = draw_text(canvas, spec, rng)
+        pixels = draw_text(canvas, spec, rng, layout)
         content: tuple[DrawnShape, ...] | TextSpec = spec
         targets = text_targets(spec)
     else:
-        content = draw_shapes(canvas, sample_shapes(rng, res))
+        content = draw_shapes(canvas, sample_shapes(rng, res, layout))
         pixels = canvas
         targets = shape_targets(content, rng)
     return GeneratedImage(index, pixels, encode_png(pixels), content, targets)

@@ -1,19 +1,20 @@
-"""OCR images: 1-2 short words or numbers in big, clear glyphs, one per line, readable at patch 14."""
+"""OCR images: 1-2 short words or numbers, one glyph per layout cell, one per line, readable at patch 14."""
 
 from __future__ import annotations
 
 import functools
+import string
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pg2edge.tasks.layout import LAYOUT_GRID, cell_size
 from pg2edge.tasks.vocab import COLORS, OCR_WORDS
 
 MAX_LINES = 2
 MAX_NUMBER = 999
-_SIZE_FRACTION = 0.24  # starting glyph height as a fraction of the image side; shrunk until the text fits
-_FILL_FRACTION = 0.9
+_GLYPHS = string.ascii_lowercase + string.digits  # every character sample_text can draw
 _MIN_CONTRAST = 90  # luminance difference between text and background
 
 
@@ -59,52 +60,58 @@ def text_color(rng: np.random.Generator, bg_rgb: np.ndarray) -> tuple[int, int, 
     return choices[int(rng.integers(len(choices)))]
 
 
-def _fit(lines: tuple[str, ...], res: int) -> tuple[ImageFont.ImageFont | ImageFont.FreeTypeFont, list[tuple]]:
-    """The largest font (<= the start size) whose lines fit 90% of the image, and each line's bbox."""
-    size = max(8, int(_SIZE_FRACTION * res))
-    while True:
-        font = _font(size)
-        boxes = [font.getbbox(line) for line in lines]
-        width = max(b[2] - b[0] for b in boxes)
-        height = sum(b[3] - b[1] for b in boxes) * 1.25
-        if (width <= _FILL_FRACTION * res and height <= _FILL_FRACTION * res) or size <= 8:
-            return font, boxes
-        size -= 2
+def _fits_cell(font: ImageFont.FreeTypeFont, cell: int) -> bool:
+    return max(font.getbbox(ch)[2] - font.getbbox(ch)[0] for ch in _GLYPHS) <= cell
 
 
-def _draw_small_font(spec: TextSpec, canvas: Image.Image, rgb: tuple[int, int, int]) -> None:
-    """Fallback without FreeType: the 11 px bitmap font drawn small, then scaled up (nearest) and stamped."""
-    font = _font(11)
-    lines = spec.lines
-    w = max(int(font.getlength(line)) for line in lines) + 2
-    stamp = Image.new("L", (w, 13 * len(lines) + 2), 0)
-    for i, line in enumerate(lines):
-        ImageDraw.Draw(stamp).text((1, 1 + 13 * i), line, fill=255, font=font)
-    scale = max(1, int(_FILL_FRACTION * canvas.width) // max(stamp.width, stamp.height))
-    stamp = stamp.resize((stamp.width * scale, stamp.height * scale), Image.Resampling.NEAREST)
-    at = ((canvas.width - stamp.width) // 2, (canvas.height - stamp.height) // 2)
-    canvas.paste(rgb, (*at, at[0] + stamp.width, at[1] + stamp.height), stamp)
+@functools.lru_cache(maxsize=16)
+def _glyph_size(cell: int) -> int:
+    """The largest FreeType size at which every glyph the suite draws fits one cell's width."""
+    size = 2 * cell
+    while size > 8 and not _fits_cell(ImageFont.load_default(size=size), cell):
+        size -= 1
+    return size
 
 
-def draw_text(canvas_rgb: np.ndarray, spec: TextSpec, rng: np.random.Generator) -> np.ndarray:
-    """The background with the lines drawn on it, centred as a block at a small random offset: uint8 [R, R, 3]."""
+@functools.lru_cache(maxsize=512)
+def _glyph(ch: str, cell: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> Image.Image:
+    """Coverage mask (mode L) of one character centred in a slot one cell wide and two cells tall."""
+    slot = Image.new("L", (cell, 2 * cell), 0)
+    if isinstance(font, ImageFont.FreeTypeFont):
+        ImageDraw.Draw(slot).text((cell / 2, 1.7 * cell), ch, fill=255, font=font, anchor="ms")
+        return slot
+    # No FreeType: the 6 x 11 px bitmap glyph, scaled up (nearest) and centred in the slot.
+    stamp = Image.new("L", (6, 11), 0)
+    ImageDraw.Draw(stamp).text((0, 0), ch, fill=255, font=font)
+    scale = max(1, min(cell // 6, 2 * cell // 11))
+    stamp = stamp.resize((6 * scale, 11 * scale), Image.Resampling.NEAREST)
+    slot.paste(stamp, ((cell - stamp.width) // 2, (2 * cell - stamp.height) // 2))
+    return slot
+
+
+def draw_text(canvas_rgb: np.ndarray, spec: TextSpec, rng: np.random.Generator, layout: str = "grid") -> np.ndarray:
+    """The background with each line's characters drawn one per layout cell: uint8 [R, R, 3].
+
+    A line is two cells tall, with an empty cell row between lines; the block's row and
+    each line's first column are random whole cells, so on the grid a glyph always shows the
+    same pixels. The free layout shifts the whole block by a random fraction of a cell.
+    """
     res = canvas_rgb.shape[0]
     canvas = Image.fromarray(canvas_rgb)
     rgb = text_color(rng, canvas_rgb.reshape(-1, 3).mean(axis=0))
-    if not isinstance(_font(12), ImageFont.FreeTypeFont):
-        _draw_small_font(spec, canvas, rgb)
-        return np.asarray(canvas)
-    font, boxes = _fit(spec.lines, res)
-    line_h = [b[3] - b[1] for b in boxes]
-    gap = int(0.25 * max(line_h))
-    block_w = max(b[2] - b[0] for b in boxes)
-    block_h = sum(line_h) + gap * (len(boxes) - 1)
-    jitter_x, jitter_y = max(res - block_w, 0) // 4, max(res - block_h, 0) // 4
-    x0 = (res - block_w) // 2 + int(rng.integers(-jitter_x, jitter_x + 1))
-    y = (res - block_h) // 2 + int(rng.integers(-jitter_y, jitter_y + 1))
-    draw = ImageDraw.Draw(canvas)
-    for line, box, h in zip(spec.lines, boxes, line_h):
-        x = x0 + (block_w - (box[2] - box[0])) // 2  # centre each line in the block
-        draw.text((x - box[0], y - box[1]), line, fill=rgb, font=font)
-        y += h + gap
+    cell = cell_size(res)
+    font = _font(_glyph_size(int(cell)))
+    free = int(layout == "free")  # a shifted block needs one spare cell on each axis
+    shift_x, shift_y = (float(v) * cell for v in rng.random(2)) if free else (0.0, 0.0)
+    rows = 3 * len(spec.lines) - 1
+    row0 = int(rng.integers(0, LAYOUT_GRID - rows - free + 1))
+    for i, line in enumerate(spec.lines):
+        if len(line) > LAYOUT_GRID - free:
+            raise ValueError(f"OCR line {line!r} has {len(line)} characters: at most {LAYOUT_GRID - free} fit "
+                             f"the {layout} layout")
+        col0 = int(rng.integers(0, LAYOUT_GRID - len(line) - free + 1))
+        for k, ch in enumerate(line):
+            mask = _glyph(ch, int(cell), font)
+            x, y = round((col0 + k) * cell + shift_x), round((row0 + 3 * i) * cell + shift_y)
+            canvas.paste(rgb, (x, y, x + mask.width, y + mask.height), mask)
     return np.asarray(canvas)

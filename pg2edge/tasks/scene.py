@@ -1,4 +1,4 @@
-"""Random, non-overlapping shape layouts: what an image shows, decided before any pixel is drawn."""
+"""Random, non-overlapping shape layouts on the layout grid: what an image shows, decided before any pixel is drawn."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pg2edge.tasks.layout import cell_centres
 from pg2edge.tasks.vocab import COLORS, SHAPES, SIZES
 
 MAX_SHAPES = 4
@@ -37,8 +38,9 @@ def _fits(cx: float, cy: float, r: float, placed: list[ShapeSpec], gap: float) -
     return all(abs(cx - p.cx) >= r + p.radius + gap or abs(cy - p.cy) >= r + p.radius + gap for p in placed)
 
 
-def sample_shapes(rng: np.random.Generator, res: int) -> tuple[ShapeSpec, ...]:
-    """1-4 shapes inside a res x res image, ordered left to right (ties: top to bottom)."""
+def sample_shapes(rng: np.random.Generator, res: int, layout: str = "grid") -> tuple[ShapeSpec, ...]:
+    """1-4 shapes (centred on layout cells unless `layout` is free) in a res x res image, left to right
+    (ties: top to bottom)."""
     wanted = int(rng.integers(1, MAX_SHAPES + 1))
     margin = max(2.0, 0.02 * res)
     placed: list[ShapeSpec] = []
@@ -48,8 +50,12 @@ def sample_shapes(rng: np.random.Generator, res: int) -> tuple[ShapeSpec, ...]:
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
         lo, hi = RADIUS_RANGE[size]
         r = max(MIN_RADIUS_PX, float(rng.uniform(lo, hi)) * res)
+        centres = cell_centres(res, r, margin)
         for _ in range(_TRIES):  # rejection sampling; a shape that never fits is dropped
-            cx, cy = (float(v) for v in rng.uniform(margin + r, res - margin - r, size=2))
+            if layout == "free":
+                cx, cy = (float(v) for v in rng.uniform(margin + r, res - margin - r, size=2))
+            else:
+                cx, cy = (centres[int(i)] for i in rng.integers(len(centres), size=2))
             if _fits(cx, cy, r, placed, margin):
                 placed.append(ShapeSpec(shape, color, size, round(cx, 3), round(cy, 3), round(r, 3)))
                 break

@@ -20,10 +20,11 @@ from pg2edge.export.bundle import staging_dir
 from pg2edge.postprocess import LOC_DENOMINATOR
 from pg2edge.tasks.errors import DataError
 from pg2edge.tasks.generate import PNG_COMPRESS_LEVEL, TEXT_FRACTION, generate_image
+from pg2edge.tasks.layout import LAYOUTS
 from pg2edge.tasks.targets import Target
 from pg2edge.tasks.vocab import SUITE_WORDS
 
-GENERATOR_VERSION = 2  # bump whenever the same seed would give different files (2: train_simple.jsonl)
+GENERATOR_VERSION = 3  # bump whenever the same seed would give different files (2: train_simple.jsonl; 3: the layout grid)
 SPLITS = ("train", "val", "test")
 # train.jsonl's lines whose image is `simple` (one shape, one text line): a from-scratch model's first
 # curriculum stage, where no answer needs binding a word to one object among several.
@@ -37,11 +38,12 @@ MIN_RES, MAX_RES = 56, 1024
 
 @dataclass(frozen=True)
 class SuiteConfig:
-    """How many images, from which seed, at which resolution."""
+    """How many images, from which seed, at which resolution, with which layout."""
 
     n: int
     seed: int = 0
     res: int = 224
+    layout: str = "grid"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 1:
@@ -50,6 +52,8 @@ class SuiteConfig:
             raise DataError(f"seed: expected an integer >= 0, found {self.seed!r}")
         if not isinstance(self.res, int) or not MIN_RES <= self.res <= MAX_RES:
             raise DataError(f"res: expected an integer in [{MIN_RES}, {MAX_RES}], found {self.res!r}")
+        if self.layout not in LAYOUTS:
+            raise DataError(f"layout: expected one of {', '.join(LAYOUTS)}, found {self.layout!r}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def _meta(cfg: SuiteConfig, images: Counter, examples: Counter, tasks: Counter) 
     """meta.json: everything that determines the files, and what they hold; no timestamps."""
     return {
         "generator": "pg2edge.tasks", "generator_version": GENERATOR_VERSION, "pillow_version": PIL.__version__,
-        "seed": cfg.seed, "res": cfg.res, "n_images": cfg.n,
+        "seed": cfg.seed, "res": cfg.res, "layout": cfg.layout, "n_images": cfg.n,
         "images": {s: images[s] for s in SPLITS}, "examples": {s: examples[s] for s in SPLITS},
         "simple_train_examples": examples[SIMPLE_TRAIN],
         "tasks": dict(sorted(tasks.items())), "text_fraction": TEXT_FRACTION,
@@ -129,7 +133,7 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False,
                      for s in (*SPLITS, SIMPLE_TRAIN)}
             for index in wanted:
                 split = splits[index]
-                image = generate_image(cfg.seed, index, cfg.res)
+                image = generate_image(cfg.seed, index, cfg.res, cfg.layout)
                 name = image_name(index)
                 (tmp / name).write_bytes(image.png)
                 for target in image.targets:
@@ -147,3 +151,14 @@ def write_suite(out: str | Path, cfg: SuiteConfig, force: bool = False,
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return SuiteSummary(out, {s: images[s] for s in SPLITS}, {s: examples[s] for s in SPLITS},
                         dict(sorted(tasks.items())), time.perf_counter() - start, examples[SIMPLE_TRAIN])
+
+
+def is_current(out: str | Path, cfg: SuiteConfig) -> bool:
+    """Whether `out` already holds the whole suite `cfg` describes, from this generator version (reusable)."""
+    try:
+        meta = json.loads((Path(out) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": cfg.seed, "res": cfg.res, "layout": cfg.layout,
+              "n_images": cfg.n}
+    return isinstance(meta, dict) and "only_indices" not in meta and all(meta.get(k) == v for k, v in wanted.items())

@@ -84,15 +84,15 @@ def read_metrics(out: str | os.PathLike) -> list[dict]:
 class ProgressBar:
     """A rich bar with loss and steps/s on stderr; silent when stderr is not a terminal (or when disabled)."""
 
-    def __init__(self, total: int, start: int, enabled: bool = True) -> None:
+    def __init__(self, total: int, start: int, enabled: bool = True, label: str = "finetune") -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(stderr=True)
-        self._bar = Progress(TextColumn("finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        self._bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                              TextColumn("{task.fields[detail]}"), console=console,
                              disable=not (enabled and console.is_terminal))
-        self._task = self._bar.add_task("finetune", total=total, completed=start, detail="")
+        self._task = self._bar.add_task(label, total=total, completed=start, detail="")
 
     def __enter__(self) -> ProgressBar:
         self._bar.__enter__()
@@ -102,5 +102,6 @@ class ProgressBar:
         self._bar.__exit__(*exc)
 
     def update(self, step: int, record: dict) -> None:
-        detail = f"loss {record['loss']:.4f}  acc {record['token_acc']:.3f}  {record['steps_per_s']:.2f} steps/s"
+        acc = f"  acc {record['token_acc']:.3f}" if "token_acc" in record else ""
+        detail = f"loss {record['loss']:.4f}{acc}  {record['steps_per_s']:.2f} steps/s"
         self._bar.update(self._task, completed=step, detail=detail)

@@ -17,8 +17,19 @@ def test_tasks_writes_the_suite(tmp_path):
                                               "meta.json"}
     assert len(list((out / "images").glob("*.png"))) == 10
     meta = json.loads((out / "meta.json").read_text())
-    assert (meta["seed"], meta["res"], meta["n_images"]) == (2, 112, 10)
+    assert (meta["seed"], meta["res"], meta["n_images"], meta["layout"]) == (2, 112, 10, "grid")
     assert "train 8 images" in result.stdout
+
+
+def test_layout_free_is_recorded_and_draws_other_images(tmp_path):
+    runs = {}
+    for layout in ("grid", "free"):
+        out = tmp_path / layout
+        result = CliRunner().invoke(main, ["tasks", "--out", str(out), "--n", "6", "--res", "56", "--layout", layout])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "meta.json").read_text())["layout"] == layout
+        runs[layout] = [p.read_bytes() for p in sorted((out / "images").glob("*.png"))]
+    assert all(a != b for a, b in zip(runs["grid"], runs["free"]))
 
 
 def test_existing_out_is_one_error_line_and_force_replaces_it(tmp_path):
@@ -37,7 +48,7 @@ def test_existing_out_is_one_error_line_and_force_replaces_it(tmp_path):
 
 
 def test_bad_options_exit_2(tmp_path):
-    for bad in (["--n", "0"], ["--n", "3", "--res", "20"], ["--n", "3", "--seed", "-1"]):
+    for bad in (["--n", "0"], ["--n", "3", "--res", "20"], ["--n", "3", "--seed", "-1"], ["--n", "3", "--layout", "x"]):
         result = CliRunner().invoke(main, ["tasks", "--out", str(tmp_path / "x"), *bad])
         assert result.exit_code == 2, bad
     assert not (tmp_path / "x").exists()

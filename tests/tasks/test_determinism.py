@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pg2edge.tasks import SuiteConfig, generate_image, write_suite
+import pytest
+
+from pg2edge.tasks import SuiteConfig, generate_image, is_current, write_suite
+from pg2edge.tasks.errors import DataError
 from pg2edge.tasks.suite import assign_splits
 
 
@@ -63,6 +66,25 @@ def test_content_is_the_same_at_every_resolution():
                 assert s.suffix == b.suffix
 
 
+def test_unknown_layout_is_a_data_error_naming_the_choices():
+    with pytest.raises(DataError, match="layout: expected one of grid, free, found 'spiral'"):
+        SuiteConfig(n=3, layout="spiral")
+
+
+def test_is_current_accepts_only_the_same_whole_suite_from_this_generator(suite_dir, tmp_path):
+    out, _ = suite_dir
+    cfg = SuiteConfig(n=30, seed=7, res=112)
+    assert is_current(out, cfg)
+    for other in (SuiteConfig(n=31, seed=7, res=112), SuiteConfig(n=30, seed=8, res=112),
+                  SuiteConfig(n=30, seed=7, res=56), SuiteConfig(n=30, seed=7, res=112, layout="free")):
+        assert not is_current(out, other), other
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    meta = json.loads((out / "meta.json").read_text())
+    (stale / "meta.json").write_text(json.dumps({**meta, "generator_version": meta["generator_version"] - 1}))
+    assert not is_current(stale, cfg) and not is_current(tmp_path / "missing", cfg)
+
+
 def test_splits_are_80_10_10_by_image_and_seeded():
     names = assign_splits(50, 0)
     assert (names.count("train"), names.count("val"), names.count("test")) == (40, 5, 5)
@@ -72,7 +94,7 @@ def test_splits_are_80_10_10_by_image_and_seeded():
 def test_meta_records_seed_res_counts_and_version(suite_dir):
     out, summary = suite_dir
     meta = json.loads((out / "meta.json").read_text())
-    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 2)
+    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 3)
     assert meta["images"] == summary.images and sum(meta["images"].values()) == 30
     assert meta["examples"] == summary.examples and meta["tasks"] == summary.tasks
     for split, count in summary.examples.items():

@@ -10,6 +10,7 @@ import pytest
 from pg2edge.postprocess import LOC_DENOMINATOR, parse_objects
 from pg2edge.tasks import COLORS, SHAPES, TASKS, generate_image
 from pg2edge.tasks.generate import image_rngs
+from pg2edge.tasks.layout import LAYOUT_GRID, cell_size
 from pg2edge.tasks.ocr import TextSpec
 from pg2edge.tasks.render import background
 from pg2edge.tasks.scene import MAX_SHAPES, RADIUS_RANGE
@@ -167,3 +168,43 @@ def test_generation_is_fast_enough():
     for i in range(100):
         generate_image(0, i, 224)
     assert (time.perf_counter() - start) / 100 < 0.05  # 5000 images at 224 px well under a minute (~5 ms each)
+
+
+def test_shapes_are_centred_on_layout_cells(images):
+    cell = cell_size(RES)
+    for im in _shape_images(images):
+        for s in im.content:
+            for centre in (s.spec.cx, s.spec.cy):
+                assert (centre / cell - 0.5) == pytest.approx(round(centre / cell - 0.5)), (im.index, s.spec)
+
+
+def test_each_glyph_fills_one_layout_cell_per_character(images):
+    """Each line's ink lies in one band of at most two cell rows and covers len(line) adjacent cell columns."""
+    cell = int(cell_size(RES))
+    for im in _text_images(images):
+        rng, noise_rng = image_rngs(SEED, im.index)
+        ink = (im.pixels != background(rng, RES, noise_rng)).any(axis=2)
+        cells = ink.reshape(LAYOUT_GRID, cell, LAYOUT_GRID, cell).any(axis=(1, 3))  # [cell row, cell col]
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], cells.any(axis=1).astype(int), [0]])))
+        bands = list(zip(edges[0::2], edges[1::2]))
+        assert len(bands) == len(im.content.lines), (im.index, im.content)
+        for (top, bottom), line in zip(bands, im.content.lines):
+            cols = np.flatnonzero(cells[top:bottom].any(axis=0))
+            assert bottom - top <= 2 and len(cols) == len(line) and cols[-1] - cols[0] == len(line) - 1, \
+                (im.index, line, cols)
+
+
+def test_free_layout_moves_objects_off_the_cells_with_the_same_targets_format():
+    cell = cell_size(RES)
+    shapes, texts = [], []
+    for i in range(60):
+        im = generate_image(SEED, i, RES, layout="free")
+        (texts if isinstance(im.content, TextSpec) else shapes).append(im)
+    centres = [c / cell - 0.5 for im in shapes for s in im.content for c in (s.spec.cx, s.spec.cy)]
+    assert np.mean([abs(c - round(c)) > 0.05 for c in centres]) > 0.5
+    assert {t.task for im in shapes for t in im.targets} == set(TASKS) - {"ocr"}
+    for im in texts:  # the block is shifted by a fraction of a cell, so some glyph straddles two cell columns
+        rng, noise_rng = image_rngs(SEED, im.index)
+        ink = (im.pixels != background(rng, RES, noise_rng)).any(axis=2)
+        cols = ink.reshape(RES, LAYOUT_GRID, int(cell)).any(axis=(0, 2))
+        assert cols.sum() >= len(max(im.content.lines, key=len))

@@ -1,0 +1,90 @@
+"""`pg2edge pretrain-vision`: per-image word bags, a falling SigLIP-style loss, and a model finetune can start from."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pg2edge.cli import main
+from pg2edge.config import get_config
+from pg2edge.param_layout import flatten
+from pg2edge.tasks import DataError, SuiteConfig, read_examples, write_suite
+from pg2edge.train import TrainOptions
+from pg2edge.train.init import from_scratch_params
+from pg2edge.train.source import load_source, resolve_tokenizer
+from pg2edge.train.vision_pretrain import VisionPretrainOptions, image_words, pretrain_vision
+
+from .helpers import write_jsonl
+
+CFG = get_config("tiny", 56)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vp") / "suite"
+    write_suite(out, SuiteConfig(n=24, seed=1, res=56))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tok(suite):
+    return resolve_tokenizer(TrainOptions(data=suite / "train.jsonl", out=suite, steps=1, batch=1, size="tiny",
+                                          res=56, random_init=True), CFG)
+
+
+@pytest.fixture(scope="module")
+def pretrained(suite, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vp-run") / "tower"
+    opts = VisionPretrainOptions(data=suite / "train.jsonl", out=out, size="tiny", res=56, steps=40, batch=8,
+                                 lr=3e-3, log_every=10)
+    return out, pretrain_vision(opts, progress=False)
+
+
+def test_each_image_gets_the_word_tokens_of_all_its_suffixes_and_no_location_codes(suite, tok):
+    words = image_words(suite / "train.jsonl", tok, CFG)
+    examples = read_examples(suite / "train.jsonl").examples
+    assert len(words.images) == len({ex.image for ex in examples}) == words.positives.shape[0]
+    assert words.vocab.max() < CFG.text.loc_start
+    for ex in examples:
+        row = words.positives[words.images.index(ex.image)]
+        said = {int(t) for t, on in zip(words.vocab, row) if on}
+        assert {i for i in tok.encode(ex.suffix) if i < CFG.text.loc_start} <= said
+    union = {int(t) for ex in examples for t in tok.encode(ex.suffix) if t < CFG.text.loc_start}
+    assert set(words.vocab.tolist()) == union
+
+
+def test_a_file_without_word_tokens_is_a_data_error_naming_it(suite, tok, tmp_path):
+    image = str(suite / "images" / "000000.png")
+    path = write_jsonl(tmp_path / "locs.jsonl", [{"image": image, "prefix": "detect x", "suffix": "<loc0001>"}])
+    with pytest.raises(DataError, match=r"locs\.jsonl: no suffix has a word token"):
+        image_words(path, tok, CFG)
+
+
+def test_loss_falls_and_only_the_tower_moves(pretrained):
+    out, record = pretrained
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 10, 20, 30, 40]
+    assert record["final_loss"] < 0.7 * record["first_loss"]
+    loaded = flatten(load_source(TrainOptions(data=out, out=out, steps=1, batch=1, checkpoint=out), CFG))
+    init = {k: np.asarray(v) for k, v in flatten(from_scratch_params(CFG, jax.random.PRNGKey(0))).items()}
+    assert loaded.keys() == init.keys()
+    for key, value in loaded.items():
+        if key.startswith("llm/"):
+            np.testing.assert_array_equal(value, init[key], err_msg=key)  # exactly finetune --random-init's draw
+    assert not np.allclose(loaded["img/embedding/kernel"], init["img/embedding/kernel"])
+    assert {p.name for p in out.iterdir()} == {"params.npz", "config.json", "tokenizer.model", "metrics.jsonl",
+                                              "vision_pretrain.json"}
+
+
+def test_cli_refuses_an_existing_out_in_one_line_and_leaves_nothing(pretrained, suite):
+    out, _ = pretrained
+    before = sorted(p.name for p in out.parent.iterdir())
+    result = CliRunner().invoke(main, ["pretrain-vision", "--size", "tiny", "--res", "56", "--data",
+                                       str(suite / "train.jsonl"), "--steps", "1", "--batch", "2", "--out", str(out)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert str(out) in result.stderr and "refusing to overwrite" in result.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == before
