@@ -6,11 +6,13 @@ Every step is a plain `pg2edge` command (recorded verbatim in each model's
 training.json), so the same model can be rebuilt by hand:
 
 1. `pg2edge tasks` writes the suite (the seed, size and resolution below);
-2. `pg2edge finetune --size mini --random-init` trains the float model;
-3. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
+2. `pg2edge pretrain-vision --size mini` trains the image tower alone on each image's words
+   (PaliGemma's SigLIP stage in miniature), every other weight as `--random-init` draws it;
+3. `pg2edge finetune --checkpoint <tower run>` trains the whole float model on the suite;
+4. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
    fake-quant, distilled from the float model itself (the loss is the KL to the float model's
    predictions), so the int4 model stays close to the float one;
-4. `pg2edge eval` scores both on the test split.
+5. `pg2edge eval` scores both on the test split.
 Then params.npz, tokenizer.model, config.json and training.json are copied into
 pg2edge/assets/<name>/ (written to a temp dir, then renamed).
 """
@@ -27,10 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from pg2edge.tasks import SuiteConfig, is_current
+
 ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
-SUITE = {"n": 8000, "seed": 0, "res": 112}
-FLOAT_RUN = ["--size", "mini", "--res", "112", "--random-init", "--steps", "2000", "--batch", "32", "--lr", "2e-3",
-             "--warmup", "0.05", "--max-text-len", "48", "--log-every", "50", "--save-every", "500"]
+SUITE = {"n": 16000, "seed": 0, "res": 112, "layout": "grid"}
+TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64", "--lr", "1e-3"]
+FLOAT_RUN = ["--steps", "1000", "--batch", "32", "--lr", "2e-3", "--warmup", "0.05", "--max-text-len", "48",
+             "--log-every", "50", "--save-every", "500"]
 QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
            "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
 
@@ -77,21 +82,27 @@ def main() -> None:
     work = args.work
     suite = work / "suite"
     commands: list[str] = []
-    if not (suite / "meta.json").exists():
-        commands.append(pg2edge("tasks", "--out", str(suite), "--n", str(SUITE["n"]), "--seed", str(SUITE["seed"]),
-                                "--res", str(SUITE["res"]))[0])
+    tasks_args = ["tasks", "--out", str(suite), *(a for k, v in SUITE.items() for a in (f"--{k}", str(v)))]
+    if not is_current(suite, SuiteConfig(**SUITE)):
+        commands.append(pg2edge(*tasks_args, "--force")[0])
     else:
-        commands.append(f"pg2edge tasks --out {suite} --n {SUITE['n']} --seed {SUITE['seed']} --res {SUITE['res']}")
-    float_dir, qat_dir = work / "float", work / "qat-int4"
+        commands.append("pg2edge " + shlex.join(tasks_args))
+    tower_dir, float_dir, qat_dir = work / "tower", work / "float", work / "qat-int4"
     if args.qat_only:
         float_dir = ASSETS / args.name
-        commands += json.loads((float_dir / "training.json").read_text())["commands"][1:2]
+        commands += json.loads((float_dir / "training.json").read_text())["commands"][1:3]
     else:
-        line, float_s = pg2edge("finetune", *FLOAT_RUN, "--data", str(suite / "train.jsonl"), "--out", str(float_dir))
-        commands.append(line)
+        for stale in (tower_dir, float_dir):  # finished earlier runs would be refused or resumed, not retrained
+            shutil.rmtree(stale, ignore_errors=True)
+        tower_line, tower_s = pg2edge("pretrain-vision", *TOWER_RUN, "--data", str(suite / "train.jsonl"),
+                                      "--out", str(tower_dir))
+        line, float_s = pg2edge("finetune", "--checkpoint", str(tower_dir), *FLOAT_RUN,
+                                "--data", str(suite / "train.jsonl"), "--out", str(float_dir))
+        commands += [tower_line, line]
         eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")
         record = {"suite": SUITE, "commands": commands + [eval_line], "command": line,
-                  "train_seconds": round(float_s), "test_metrics": float_metrics}
+                  "train_seconds": round(tower_s + float_s), "tower_seconds": round(tower_s),
+                  "finetune_seconds": round(float_s), "test_metrics": float_metrics}
         print("float:", install(float_dir, args.name, record))
     if qat_dir.exists():  # a finished earlier run would be resumed (and not retrained)
         shutil.rmtree(qat_dir)

@@ -60,15 +60,16 @@ def text_color(rng: np.random.Generator, bg_rgb: np.ndarray) -> tuple[int, int, 
     return choices[int(rng.integers(len(choices)))]
 
 
-def _fits_cell(font: ImageFont.FreeTypeFont, cell: int) -> bool:
-    return max(font.getbbox(ch)[2] - font.getbbox(ch)[0] for ch in _GLYPHS) <= cell
+def _widest_glyph(font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
+    """Ink width in pixels of the widest character the suite draws."""
+    return max(right - left for left, _, right, _ in (font.getbbox(ch) for ch in _GLYPHS))
 
 
 @functools.lru_cache(maxsize=16)
 def _glyph_size(cell: int) -> int:
-    """The largest FreeType size at which every glyph the suite draws fits one cell's width."""
+    """The largest font size (at most two cells, at least 8 px) at which every suite glyph fits one cell's width."""
     size = 2 * cell
-    while size > 8 and not _fits_cell(ImageFont.load_default(size=size), cell):
+    while size > 8 and _widest_glyph(_font(size)) > cell:
         size -= 1
     return size
 

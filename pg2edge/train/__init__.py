@@ -10,8 +10,10 @@ batching, deterministic order), `loss`, `optim`, `trainable` (frozen
 split), `lora`, `qat` (+ `views`), `sharding` (mesh and placement; its
 docstring covers multi-host), `init` (first state), `step` (jitted steps),
 `checkpointing` (orbax), `metrics`, `artifacts` (exported model), `source`
-(variant, weights, tokenizer), `loop` (`finetune`). The model itself is only
-ever called through `pg2edge.model.forward`.
+(variant, weights, tokenizer), `loop` (`finetune`), `vision_pretrain` (the image
+tower alone before `finetune`: `pg2edge pretrain-vision`). The model itself is
+only ever called through `pg2edge.model.forward` (the tower stage through
+`pg2edge.model.siglip.encode`).
 """
 
 from pg2edge.train.loop import FinetuneResult, finetune

@@ -71,6 +71,7 @@ class ImageWords:
     images: tuple[Path, ...]
     vocab: np.ndarray  # int32 [V]: token ids that occur as positives
     positives: np.ndarray  # float32 [N, V]
+    skipped: int = 0  # bad JSONL lines dropped under skip_bad
 
 
 def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = False) -> ImageWords:
@@ -87,7 +88,7 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
     positives = np.zeros((len(bags), vocab.size), np.float32)
     for i, ids in enumerate(bags.values()):
         positives[i, [column[t] for t in ids]] = 1.0
-    return ImageWords(tuple(bags), vocab, positives)
+    return ImageWords(tuple(bags), vocab, positives, len(read.problems))
 
 
 def word_logits(cfg: ModelConfig, theta: dict, pixels: jax.Array) -> jax.Array:
@@ -130,7 +131,8 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
         cfg = resolve_config(as_finetune)
         tok = resolve_tokenizer(as_finetune, cfg)
         words = image_words(Path(opts.data), tok, cfg, opts.skip_bad)
-        log(f"{opts.data}: {len(words.images)} images, {words.vocab.size} word tokens")
+        skipped = f", {words.skipped} bad lines skipped" if words.skipped else ""
+        log(f"{opts.data}: {len(words.images)} images, {words.vocab.size} word tokens{skipped}")
         params = from_scratch_params(cfg, jax.random.PRNGKey(opts.seed))  # finetune --random-init's draw
         theta, records, compile_s = _train(opts, cfg, words, params["img"], progress, tmp / METRICS)
         params["img"] = theta["img"]
@@ -138,6 +140,7 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
         artifacts.write_tokenizer(tmp, tok)
         record = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
                   "variant": cfg.name, "images": len(words.images), "word_tokens": int(words.vocab.size),
+                  "skipped_lines": words.skipped,
                   "first_loss": records[0]["loss"], "final_loss": records[-1]["loss"],
                   "compile_s": round(compile_s, 2), "seconds": round(time.perf_counter() - started, 1)}
         (tmp / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

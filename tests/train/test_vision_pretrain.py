@@ -64,6 +64,17 @@ def test_a_file_without_word_tokens_is_a_data_error_naming_it(suite, tok, tmp_pa
         image_words(path, tok, CFG)
 
 
+def test_bad_lines_stop_with_the_line_named_or_are_skipped_and_counted(suite, tok, tmp_path):
+    image = str(suite / "images" / "000000.png")
+    rows = [{"image": image, "prefix": "caption en", "suffix": "a big red circle"},
+            {"image": str(tmp_path / "gone.png"), "prefix": "caption en", "suffix": "a star"}]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        image_words(path, tok, CFG)
+    words = image_words(path, tok, CFG, skip_bad=True)
+    assert words.skipped == 1 and words.images == (suite / "images" / "000000.png",)
+
+
 def test_loss_falls_and_only_the_tower_moves(pretrained):
     out, record = pretrained
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
