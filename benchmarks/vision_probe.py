@@ -11,16 +11,18 @@ reduced to one learned vector per word. Targets are the words of each shape
 image's caption, so an image with several shapes holds several positives.
 
 - `vit`: pg2edge's own `siglip.encode` (patch embedding, encoder, projector) on
-  `train.init.from_scratch_params`, the init of `finetune --random-init`. A word's
-  score is a soft maximum over the image tokens of token . word vector, since an
-  object covers only a few of the 64 patches.
+  `train.init.from_scratch_params`, the init of `finetune --random-init`, scored
+  by `pretrain-vision`'s head (`train.vision_pretrain.word_logits`): a soft maximum
+  over the image tokens of token . word vector, since an object covers only a
+  few of the 64 patches.
 - `cnn`: a reference with a convolution's inductive bias: four 3x3 convolutions
   (three of stride 2), ReLU, a max-pool over positions and one dense layer.
 
 Both see the same batches, optimizer (Adam, 5 % warmup then cosine, peak 1e-3)
 and steps, on each suite layout: `grid` (shapes centred on 14 px cells, the
-default suite) and `free` (shapes anywhere, so at sub-patch shifts). Scored by per-attribute accuracy (argmax among that attribute's
-words) on the one-shape images of the test split. Writes
+default suite) and `free` (shapes anywhere, so at sub-patch shifts). Scored
+by per-attribute accuracy (argmax among that attribute's words) on the
+one-shape images of the test split. Writes
 benchmarks/results/vision_probe.{json,md,png}; a tower other than mini's
 (`--vit-width/--vit-depth/--vit-patch`) writes vision_probe_w<W>_d<D>_p<P>.*.
 """
@@ -80,11 +82,6 @@ def vit_init(cfg: ModelConfig, key: jax.Array) -> dict:
     return {"img": from_scratch_params(cfg, key)["img"],
             "words": jax.random.normal(jax.random.fold_in(key, 1), (len(WORDS), width)) / math.sqrt(width),
             "bias": jnp.full((len(WORDS),), -2.0)}
-
-
-def vit_logits(cfg: ModelConfig, theta: dict, pixels: jax.Array) -> jax.Array:
-    """Word scores [B, 16]: `pretrain-vision`'s loss head (a soft maximum over image tokens of token . word)."""
-    return word_logits(cfg, theta, pixels)
 
 
 def cnn_init(key: jax.Array) -> dict:
@@ -201,7 +198,7 @@ def main() -> None:
     cfg = tower_config(args.vit_width, args.vit_depth, args.vit_patch)
     mini = cfg == get_config("mini", SUITE.res)
     stem = "vision_probe" if mini else f"vision_probe_w{args.vit_width}_d{args.vit_depth}_p{args.vit_patch}"
-    encoders = {"vit": (functools.partial(vit_init, cfg), functools.partial(vit_logits, cfg)),
+    encoders = {"vit": (functools.partial(vit_init, cfg), functools.partial(word_logits, cfg)),
                 "cnn": (cnn_init, cnn_logits)}
     chosen = args.encoders.split(",")
     if unknown := set(chosen) - set(encoders):
