@@ -15,6 +15,7 @@ from typing import Callable
 import click
 
 from pg2edge.errors import Pg2EdgeError
+from pg2edge.progress import RichProgress
 from pg2edge.stop import stop_on_sigterm
 
 
@@ -122,7 +123,7 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
                           quant=quant, block=block, accuracy_level=accuracy_level, max_len=max_len,
                           prefill=prefill, out=out, force=force,
                           report=report)
-    with _RichProgress() as progress:
+    with RichProgress() as progress:
         result = run_convert(opts, progress=progress)
     table = Table(title=f"{out} ({result.seconds:.1f} s)")
     for col in ("format", "quant", "files", "MiB", "seconds"):
@@ -133,31 +134,6 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
     Console().print(table)
     for note in result.notes:
         click.echo(note, err=True)
-
-
-class _RichProgress:
-    """One rich progress bar per convert stage, on stderr (silent when not a terminal)."""
-
-    def __enter__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TextColumn("{task.fields[detail]}"),
-                              console=console, disable=not console.is_terminal)
-        self._tasks: dict = {}
-        self._bars.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._bars.__exit__(*exc)
-
-    def stage(self, name: str, total: int) -> None:
-        self._tasks[name] = self._bars.add_task(name, total=total, detail="")
-
-    def advance(self, name: str, detail: str = "") -> None:
-        self._bars.update(self._tasks[name], advance=1, detail=detail)
 
 
 @main.command()
@@ -360,7 +336,7 @@ def eval_(target, data, dataset_spec, backend, size, res, tokenizer, task_list, 
     if not examples:
         raise DataError(f"{data or dataset_spec}: no examples to evaluate")
     predictor = open_predictor(target, backend=backend, size=size, res=res, tokenizer=tokenizer)
-    with _RichProgress() as progress:
+    with RichProgress() as progress:
         report = evaluate(predictor, examples, batch=batch, max_new_tokens=max_new_tokens, progress=progress,
                           dataset=str(data or dataset_spec))
     if json_out is not None:
