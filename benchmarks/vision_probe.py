@@ -50,7 +50,7 @@ from pg2edge.tasks.jsonl import read_examples
 from pg2edge.tasks.layout import LAYOUTS
 from pg2edge.tasks.vocab import COLORS, SHAPES, SIZES
 from pg2edge.train.init import from_scratch_params
-from pg2edge.train.vision_pretrain import word_logits
+from pg2edge.train.vision_pretrain import word_head, word_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUITE = SuiteConfig(n=16000, seed=0, res=112)  # the layout is chosen per run (--layouts)
@@ -78,10 +78,8 @@ def tower_config(width: int, depth: int, patch: int) -> ModelConfig:
 
 def vit_init(cfg: ModelConfig, key: jax.Array) -> dict:
     """The image tower as `finetune --random-init` draws it, plus one vector per word."""
-    width = cfg.text.width
-    return {"img": from_scratch_params(cfg, key)["img"],
-            "words": jax.random.normal(jax.random.fold_in(key, 1), (len(WORDS), width)) / math.sqrt(width),
-            "bias": jnp.full((len(WORDS),), -2.0)}
+    return {"img": from_scratch_params(cfg, key)["img"], **word_head(jax.random.fold_in(key, 1), len(WORDS),
+                                                                     cfg.text.width)}
 
 
 def cnn_init(key: jax.Array) -> dict:

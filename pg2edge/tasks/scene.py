@@ -50,7 +50,7 @@ def sample_shapes(rng: np.random.Generator, res: int, layout: str = "grid") -> t
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
         lo, hi = RADIUS_RANGE[size]
         r = max(MIN_RADIUS_PX, float(rng.uniform(lo, hi)) * res)
-        centres = cell_centres(res, r, margin)
+        centres = cell_centres(res, r, margin) if layout == "grid" else []
         for _ in range(_TRIES):  # rejection sampling; a shape that never fits is dropped
             if layout == "free":
                 cx, cy = (float(v) for v in rng.uniform(margin + r, res - margin - r, size=2))

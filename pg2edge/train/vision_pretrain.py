@@ -39,7 +39,7 @@ from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
 from pg2edge.train.init import from_scratch_params
-from pg2edge.train.metrics import METRICS, ProgressBar
+from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.options import TrainOptions
 from pg2edge.train.source import resolve_config, resolve_tokenizer
 
@@ -91,6 +91,12 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
     return ImageWords(tuple(bags), vocab, positives, len(read.problems))
 
 
+def word_head(key: jax.Array, words: int, width: int) -> dict:
+    """One vector per word (scaled like an embedding row) and a bias that starts low: most words are
+    absent from most images."""
+    return {"words": jax.random.normal(key, (words, width)) / math.sqrt(width), "bias": jnp.full((words,), -2.0)}
+
+
 def word_logits(cfg: ModelConfig, theta: dict, pixels: jax.Array) -> jax.Array:
     """[B, V] scores: a soft maximum over image tokens of (projected token . word vector), plus a bias."""
     tokens = siglip.encode(theta["img"], cfg.vision, pixels)
@@ -134,7 +140,7 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
         skipped = f", {words.skipped} bad lines skipped" if words.skipped else ""
         log(f"{opts.data}: {len(words.images)} images, {words.vocab.size} word tokens{skipped}")
         params = from_scratch_params(cfg, jax.random.PRNGKey(opts.seed))  # finetune --random-init's draw
-        theta, records, compile_s = _train(opts, cfg, words, params["img"], progress, tmp / METRICS)
+        theta, records, compile_s = _train(opts, cfg, words, params["img"], progress, tmp)
         params["img"] = theta["img"]
         artifacts.write_model(tmp, params, cfg)
         artifacts.write_tokenizer(tmp, tok)
@@ -148,18 +154,15 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
 
 
 def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img: dict, progress: bool,
-           metrics_path: Path) -> tuple[dict, list[dict], float]:
-    """(trained tower + word vectors, logged records, seconds of the first step)."""
-    width = cfg.text.width
-    theta = {"img": img,
-             "words": jax.random.normal(jax.random.PRNGKey(opts.seed + 1), (words.vocab.size, width)) / math.sqrt(width),
-             "bias": jnp.full((words.vocab.size,), -2.0)}  # most words are absent from most images
+           out: Path) -> tuple[dict, list[dict], float]:
+    """(trained tower + word vectors, logged records, seconds of the first step); metrics go to out/metrics.jsonl."""
+    theta = {"img": img, **word_head(jax.random.PRNGKey(opts.seed + 1), words.vocab.size, cfg.text.width)}
     schedule = optax.warmup_cosine_decay_schedule(0.0, opts.lr, int(opts.warmup * opts.steps), opts.steps)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer)
     records, compile_s = [], 0.0
-    with open(metrics_path, "w", encoding="utf-8") as metrics, \
+    with MetricsLog(out) as metrics, \
             ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar:
         clock = time.perf_counter()
         for i in range(1, opts.steps + 1):
@@ -171,7 +174,7 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
             if i == 1 or i % opts.log_every == 0 or i == opts.steps:
                 record = {"step": i, "loss": float(loss), "examples_seen": i * opts.batch,
                           "steps_per_s": i / (time.perf_counter() - clock)}
-                metrics.write(json.dumps(record) + "\n")
+                metrics.write(record)
                 records.append(record)
                 bar.update(i, record)
     return theta, records, compile_s
