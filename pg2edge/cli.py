@@ -224,7 +224,7 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--accum", type=int, default=1, show_default=True, help="micro-batches per optimizer step")
 @click.option("--dtype", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
               help="compute dtype (master weights and Adam state stay f32)")
-@click.option("--trainable", type=click.Choice(["all", "attn", "lora"]), default="all", show_default=True)
+@click.option("--trainable", type=click.Choice(["all", "attn", "decoder", "lora"]), default="all", show_default=True)
 @click.option("--lora-rank", type=int, default=8, show_default=True)
 @click.option("--lora-alpha", type=float, default=16.0, show_default=True)
 @click.option("--qat", type=click.Choice(["int4", "int8", "mixed"]), default=None,
@@ -239,6 +239,8 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
 @click.option("--balance-tasks", is_flag=True,
               help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')
+@click.option("--tasks", callback=lambda _ctx, _param, v: tuple(t.strip() for t in v.split(",")) if v else None,
+              default=None, help="comma list: train on these tasks' lines only (a curriculum stage)")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")
@@ -280,6 +282,8 @@ def finetune(distributed: bool, **options) -> None:
 @click.option("--warmup", type=float, default=0.05, show_default=True, help="linear warmup, fraction of --steps")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="the random init of every weight, as finetune --random-init --seed draws it")
+@click.option("--region-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="weight of the region term (the token under each labelled box's centre scores its label)")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")

@@ -89,17 +89,29 @@ def balanced_pool(tasks: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([np.resize(np.asarray(g, np.int64), most) for _, g in sorted(groups.items())])
 
 
+def select_tasks(examples: list[Example], tasks: tuple[str, ...], source: Path) -> list[Example]:
+    """The examples whose `task` field is one of `tasks` (a task-by-task curriculum trains on a subset)."""
+    untagged = next((ex for ex in examples if not ex.task), None)
+    if untagged is not None:
+        raise DataError(f"{source}:{untagged.line}: --tasks needs a \"task\" field on every line")
+    kept = [ex for ex in examples if ex.task in tasks]
+    if not kept:
+        present = ", ".join(sorted({ex.task for ex in examples}))
+        raise DataError(f"{source}: no line has a task in {', '.join(tasks)} (tasks present: {present})")
+    return kept
+
+
 def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False,
-                 balance_tasks: bool = False) -> Dataset:
+                 balance_tasks: bool = False, tasks: tuple[str, ...] | None = None) -> Dataset:
     """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`).
 
     `balance_tasks`: training draws every task (the lines' `task` field) equally often, so a task with few
-    examples per image (OCR: one) is not drowned out by the others.
+    examples per image (OCR: one) is not drowned out by the others. `tasks`: keep only those tasks' lines.
     """
     path = Path(path)
     read = read_examples(path, skip_bad=skip_bad)
     skipped, examples = list(read.problems), []
-    for ex in read.examples:
+    for ex in (read.examples if tasks is None else select_tasks(read.examples, tasks, path)):
         try:
             examples.append(_readable(ex, path))
         except DataError as e:

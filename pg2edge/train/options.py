@@ -10,11 +10,11 @@ from pg2edge.config import ConfigError
 from pg2edge.quantize.recipes import BLOCK_SIZES
 
 DTYPES = ("f32", "bf16")
-TRAINABLE = ("all", "attn", "lora")
+TRAINABLE = ("all", "attn", "decoder", "lora")
 QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
-               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks")
+               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks", "tasks")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class TrainOptions:
     max_text_len: int = 64
     skip_bad: bool = False
     balance_tasks: bool = False  # draw every task of --data equally often
+    tasks: tuple[str, ...] | None = None  # train on the lines of these tasks only (None: all lines)
     save_every: int = 500
     log_every: int = 1
     fsdp: int | None = None  # devices per FSDP group; None = the local device count
@@ -85,6 +86,8 @@ class TrainOptions:
             raise ConfigError("--eval-every needs --eval-data")
         if self.fsdp is not None and self.fsdp < 1:
             raise ConfigError(f"--fsdp must be >= 1, found {self.fsdp}")
+        if self.tasks is not None and not (self.tasks and all(t.strip() for t in self.tasks)):
+            raise ConfigError(f"--tasks: expected a comma list of task names, found {self.tasks!r}")
         if self.max_text_len < 3:
             raise ConfigError(f"--max-text-len {self.max_text_len} cannot hold bos, a prefix and a target")
 
@@ -99,4 +102,6 @@ class TrainOptions:
 
 def _jsonable(value: object) -> object:
     """Paths resolved, so `run/x.npz` and `/abs/run/x.npz` compare equal on resume."""
+    if isinstance(value, tuple):
+        return list(value)
     return str(Path(value).resolve()) if isinstance(value, Path) else value

@@ -16,7 +16,7 @@ import fnmatch
 from pg2edge.config import ConfigError
 from pg2edge.param_layout import flatten, unflatten
 
-PATTERNS = {"all": ("*",), "attn": ("llm/layers/attn/*",), "lora": ()}
+PATTERNS = {"all": ("*",), "attn": ("llm/layers/attn/*",), "decoder": ("llm/*", "img/head/*"), "lora": ()}
 
 
 def is_trainable(name: str, mode: str) -> bool:

@@ -106,7 +106,7 @@ EXPECTED_3B = {  # recipe -> key suffix -> scheme label at 3B-224 (block 32)
     "int4": {**{name: I4 for name in CONTRACTIONS},
              # K = 588 and K = 4304 are not multiples of 32: int8 per-channel fallback.
              "img/embedding/kernel": I8, f"{VIT}/MlpBlock_0/Dense_1/kernel": I8},
-    "mixed": {name: (I4 if name.startswith("llm/layers/") else I8) for name in CONTRACTIONS},
+    "mixed": {name: (I4 if name.startswith("llm/layers/mlp/") else I8) for name in CONTRACTIONS},
     "f32": {name: None for name in CONTRACTIONS},
 }
 
@@ -126,7 +126,7 @@ def test_recipe_schemes_tiny(tiny_shapes):
         m, i = mixed.scheme_for(name, shape), int4.scheme_for(name, shape)
         if not is_matmul_weight(name):
             assert m is None and i is None, name
-        elif name.startswith("llm/layers/"):
+        elif name.startswith("llm/layers/mlp/"):
             assert m == Scheme(4, 32), name
         else:
             assert m == Scheme(8), name

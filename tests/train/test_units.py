@@ -83,6 +83,31 @@ def test_balanced_pool_shows_every_task_equally_often_and_every_example(tok, tmp
         load_dataset(tmp_path / "u.jsonl", tok, 16, balance_tasks=True)
 
 
+def test_tasks_keeps_only_those_lines_and_names_the_file_when_none_match(tok, tmp_path):
+    """--tasks (a curriculum stage): the dataset holds exactly the listed tasks' lines, in file order."""
+    from pg2edge.tasks import DataError
+    from pg2edge.train import TrainOptions
+    from pg2edge.train.data import load_dataset
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    tasks = ("ocr", "color", "detect", "count_shape", "color")
+    write_jsonl(tmp_path / "d.jsonl", [{"image": "a.png", "prefix": f"p{i}", "suffix": t, "task": t}
+                                       for i, t in enumerate(tasks)])
+    ds = load_dataset(tmp_path / "d.jsonl", tok, 16, tasks=("color", "count_shape"))
+    expected = [encode_text(tok, f"p{i}", t, 16).tokens for i, t in enumerate(tasks) if t in ("color", "count_shape")]
+    np.testing.assert_array_equal(ds.tokens, np.stack(expected))
+    with pytest.raises(DataError, match=r"d.jsonl: no line has a task in caption \(tasks present: color, "):
+        load_dataset(tmp_path / "d.jsonl", tok, 16, tasks=("caption",))
+    write_jsonl(tmp_path / "u.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s"}])
+    with pytest.raises(DataError, match=r"u.jsonl:1: --tasks needs a \"task\" field"):
+        load_dataset(tmp_path / "u.jsonl", tok, 16, tasks=("color",))
+    opts = TrainOptions(data=tmp_path, out=tmp_path, steps=1, batch=1, size="tiny", random_init=True, tasks=("color",))
+    assert opts.resume_key()["tasks"] == ["color"]  # a resumed run must train on the same lines
+    with pytest.raises(Exception, match="--tasks"):
+        TrainOptions(data=tmp_path, out=tmp_path, steps=1, batch=1, size="tiny", random_init=True,
+                     tasks=("color", "")).validate()
+
+
 def test_loss_is_normalized_per_example_then_averaged():
     v = 5
     tokens = jnp.asarray([[0, 1, 2, 3], [0, 4, 0, 0]])
@@ -131,6 +156,8 @@ def test_trainable_split(params):
     assert names == {n for n in flatten(params) if n.startswith("llm/layers/attn/")} and len(names) == 3
     assert flatten(join_params(train, frozen)).keys() == flatten(params).keys()
     assert split_params(params, "lora")[0] == {} and split_params(params, "all")[1] == {}
+    decoder = set(flatten(split_params(params, "decoder")[0]))  # the tower frozen, its projector trains
+    assert decoder == {n for n in flatten(params) if n.startswith(("llm/", "img/head/"))}
 
 
 def test_views_round_trip_matches_numpy(params):

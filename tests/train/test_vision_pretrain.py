@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,8 @@ from pg2edge.tasks import DataError, SuiteConfig, read_examples, write_suite
 from pg2edge.train import TrainOptions
 from pg2edge.train.init import from_scratch_params
 from pg2edge.train.source import load_source, resolve_tokenizer
-from pg2edge.train.vision_pretrain import VisionPretrainOptions, image_words, pretrain_vision
+from pg2edge.train.vision_pretrain import (VisionPretrainOptions, centre_cell, image_words, pretrain_vision,
+                                           region_loss)
 
 from .helpers import write_jsonl
 
@@ -57,6 +59,35 @@ def test_each_image_gets_the_word_tokens_of_all_its_suffixes_and_no_location_cod
     assert set(words.vocab.tolist()) == union
 
 
+def test_each_labelled_box_gives_the_token_under_its_centre_its_label_words(suite, tok, tmp_path):
+    image = str(suite / "images" / "000000.png")
+    # tiny-56 has a 4 x 4 grid of 14 px patches; loc = round(v * 1023) of the 56 px input
+    rows = [{"image": image, "prefix": "detect star", "suffix": "<loc0000><loc0512><loc0256><loc1023> red star"},
+            {"image": image, "prefix": "segment circle",
+             "suffix": "<loc0700><loc0000><loc1023><loc0300>" + "<seg001>" * 16 + " circle"},
+            {"image": image, "prefix": "detect star", "suffix": "<loc0000><loc0512><loc0256><loc1023> red star"},
+            {"image": image, "prefix": "caption en", "suffix": "a red star and a circle"}]
+    words = image_words(write_jsonl(tmp_path / "boxes.jsonl", rows), tok, CFG)
+    column = {int(t): j for j, t in enumerate(words.vocab)}
+    # star: centre (y 7, x 42) -> row 0, column 3; circle: centre (y 47.2, x 8.2) -> row 3, column 0
+    assert words.region_cells.tolist() == [[3, 12]]  # the repeated box counts once
+    for r, label in enumerate(("red star", "circle")):
+        expected = np.zeros(words.vocab.size, np.uint8)
+        expected[[column[t] for t in tok.encode(" " + label)]] = 1
+        np.testing.assert_array_equal(words.region_words[0, r], expected)
+    assert centre_cell((0.0, 0.0, 56.0, 56.0), CFG) == 10 and centre_cell((50.0, 50.0, 99.0, 99.0), CFG) == 15
+
+
+def test_the_region_term_is_the_cross_entropy_of_the_centre_token_and_zero_without_regions():
+    tokens = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 8)), jnp.float32)
+    theta = {"words": jnp.asarray(np.random.default_rng(1).normal(size=(5, 8)), jnp.float32)}
+    cells = jnp.asarray([[3, -1], [-1, -1]], jnp.int32)
+    label = jnp.zeros((2, 2, 5)).at[0, 0, jnp.asarray([1, 4])].set(1.0)
+    logp = jax.nn.log_softmax(tokens[0, 3] @ theta["words"].T)
+    np.testing.assert_allclose(region_loss(tokens, theta, cells, label), -(logp[1] + logp[4]) / 2, rtol=1e-5)
+    assert float(region_loss(tokens, theta, jnp.full((2, 2), -1, jnp.int32), label)) == 0.0
+
+
 def test_a_file_without_word_tokens_is_a_data_error_naming_it(suite, tok, tmp_path):
     image = str(suite / "images" / "000000.png")
     path = write_jsonl(tmp_path / "locs.jsonl", [{"image": image, "prefix": "detect x", "suffix": "<loc0001>"}])
@@ -80,6 +111,7 @@ def test_loss_falls_and_only_the_tower_moves(pretrained):
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 10, 20, 30, 40]
     assert record["final_loss"] < 0.7 * record["first_loss"]
+    assert record["regions"] > 0 and log[-1]["region_loss"] < log[0]["region_loss"]
     loaded = flatten(load_source(TrainOptions(data=out, out=out, steps=1, batch=1, checkpoint=out), CFG))
     init = {k: np.asarray(v) for k, v in flatten(from_scratch_params(CFG, jax.random.PRNGKey(0))).items()}
     assert loaded.keys() == init.keys()
