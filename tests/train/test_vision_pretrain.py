@@ -65,12 +65,12 @@ def test_each_labelled_box_gives_the_token_under_its_centre_its_label_words(suit
     rows = [{"image": image, "prefix": "detect star", "suffix": "<loc0000><loc0512><loc0256><loc1023> red star"},
             {"image": image, "prefix": "segment circle",
              "suffix": "<loc0700><loc0000><loc1023><loc0300>" + "<seg001>" * 16 + " circle"},
-            {"image": image, "prefix": "detect star", "suffix": "<loc0000><loc0512><loc0256><loc1023> red star"},
+            {"image": image, "prefix": "detect star", "suffix": "<loc0000><loc0512><loc0256><loc1023> star"},
             {"image": image, "prefix": "caption en", "suffix": "a red star and a circle"}]
     words = image_words(write_jsonl(tmp_path / "boxes.jsonl", rows), tok, CFG)
     column = {int(t): j for j, t in enumerate(words.vocab)}
     # star: centre (y 7, x 42) -> row 0, column 3; circle: centre (y 47.2, x 8.2) -> row 3, column 0
-    assert words.region_cells.tolist() == [[3, 12]]  # the repeated box counts once
+    assert words.region_cells.tolist() == [[3, 12]]  # one region per cell: "red star" and "star" merge
     for r, label in enumerate(("red star", "circle")):
         expected = np.zeros(words.vocab.size, np.uint8)
         expected[[column[t] for t in tok.encode(" " + label)]] = 1
@@ -78,13 +78,16 @@ def test_each_labelled_box_gives_the_token_under_its_centre_its_label_words(suit
     assert centre_cell((0.0, 0.0, 56.0, 56.0), CFG) == 10 and centre_cell((50.0, 50.0, 99.0, 99.0), CFG) == 15
 
 
-def test_the_region_term_is_the_cross_entropy_of_the_centre_token_and_zero_without_regions():
+def test_the_region_term_scores_each_label_word_against_the_other_words_and_is_zero_without_regions():
     tokens = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 8)), jnp.float32)
-    theta = {"words": jnp.asarray(np.random.default_rng(1).normal(size=(5, 8)), jnp.float32)}
+    theta = {"words": jnp.asarray(np.random.default_rng(1).normal(size=(5, 8)), jnp.float32),
+             "bias": jnp.asarray([0.5, -1.0, 0.0, 2.0, -2.0], jnp.float32)}
     cells = jnp.asarray([[3, -1], [-1, -1]], jnp.int32)
     label = jnp.zeros((2, 2, 5)).at[0, 0, jnp.asarray([1, 4])].set(1.0)
-    logp = jax.nn.log_softmax(tokens[0, 3] @ theta["words"].T)
-    np.testing.assert_allclose(region_loss(tokens, theta, cells, label), -(logp[1] + logp[4]) / 2, rtol=1e-5)
+    scores = np.asarray(tokens[0, 3] @ theta["words"].T + theta["bias"], np.float64)
+    negatives = np.exp(scores[[0, 2, 3]]).sum()  # each label word competes with the non-label words only
+    expected = np.mean([np.log(np.exp(scores[w]) + negatives) - scores[w] for w in (1, 4)])
+    np.testing.assert_allclose(region_loss(tokens, theta, cells, label), expected, rtol=1e-5)
     assert float(region_loss(tokens, theta, jnp.full((2, 2), -1, jnp.int32), label)) == 0.0
 
 
