@@ -16,8 +16,8 @@ image token each label belongs to. The token of the patch under a box's centre i
 scored against every word, each label word with a softmax over itself and the words
 not in the label, as LocCa / SigLIP 2 add location-aware objectives to SigLIP's. Without it the tower
 learns colour per token but shape only as a property of the image (a linear probe
-on the centre tokens of objects in multi-object images: shape 0.53 with the bag
-alone, 0.90 with the region term, 800 steps of 64; colour 1.00 either way); the
+on the centre tokens of objects in multi-object images: shape 0.51 with the bag
+alone, 0.98 with the region term, 800 steps of 64; benchmarks/tower_probe.py); the
 decoder cannot look up "the star" in tokens that do not say which one is the star.
 
 The output directory holds the full model (the tower trained, every other weight
