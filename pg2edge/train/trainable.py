@@ -5,7 +5,9 @@ with respect to the trainable part only, so frozen weights get no gradient
 buffers, no accumulation carry and no optimizer state (with
 `optax.multi_transform` + `set_to_zero` the frozen gradients would still
 be computed and carried through the accumulation scan). `attn` follows
-big_vision's colab (`llm/layers/attn/*`); under `lora` every base weight
+big_vision's colab (`llm/layers/attn/*`); `decoder` freezes the image tower
+but trains its projector and the whole decoder (a pretrained tower kept
+safe from a fresh decoder's gradients); under `lora` every base weight
 is frozen and only the adapters (`lora.py`) train.
 """
 
