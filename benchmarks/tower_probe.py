@@ -1,6 +1,6 @@
 """Does each image token say which object it shows? `pretrain-vision` with and without its region term.
 
-    .venv/bin/python benchmarks/tower_probe.py [--steps 800] [--batch 64] [--weights 0,1] [--work DIR]
+    .venv/bin/python benchmarks/tower_probe.py [--weights 0,1] [--work DIR]
 
 Why: the decoder answers "what color is the star" only if the token of the star
 says "star". `vision_probe.py` scores a tower on one-shape images, where the
@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -37,9 +34,11 @@ from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import SuiteConfig, is_current, read_examples, write_suite
 from pg2edge.tasks.vocab import COLORS, SHAPES
 from pg2edge.train.vision_pretrain import centre_cell
+from train_shipped_model import SUITE as SHIPPED_SUITE
+from train_shipped_model import TOWER_RUN, pg2edge
 
 RESULTS = Path(__file__).parent / "results"
-SUITE = SuiteConfig(n=16000, seed=0, res=112, layout="grid")  # the shipped model's suite
+SUITE = SuiteConfig(**SHIPPED_SUITE)
 CFG = get_config("mini", SUITE.res)
 PROBE_IMAGES = {"train": 3000, "test": 800}
 RIDGE = 1e-2
@@ -86,15 +85,12 @@ def probe_accuracy(x_train: np.ndarray, y_train: list, x_test: np.ndarray, y_tes
     return float(np.mean(np.argmax(b @ w, 1) == np.array([classes.index(y) for y in y_test])))
 
 
-def pretrain(suite: Path, out: Path, weight: float, steps: int, batch: int) -> float:
-    """Run `pg2edge pretrain-vision` as the shipped model's recipe does; returns its seconds."""
+def pretrain(suite: Path, out: Path, weight: float) -> float:
+    """Run the shipped model's `pg2edge pretrain-vision` command with only `--region-weight` changed; seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(Path(sys.executable).with_name("pg2edge")), "pretrain-vision", "--size", "mini", "--res",
-           str(SUITE.res), "--steps", str(steps), "--batch", str(batch), "--lr", "1e-3", "--region-weight",
-           str(weight), "--data", str(suite / "train.jsonl"), "--out", str(out)]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
+    at = TOWER_RUN.index("--region-weight") + 1
+    args = [*TOWER_RUN[:at], f"{weight:g}", *TOWER_RUN[at + 1:]]
+    return pg2edge("pretrain-vision", *args, "--data", str(suite / "train.jsonl"), "--out", str(out))[1]
 
 
 def write_results(rows: list[dict], meta: dict) -> None:
@@ -116,8 +112,6 @@ def write_results(rows: list[dict], meta: dict) -> None:
 def main() -> None:
     """Suite (reused if current), one tower per region weight, probes, results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=800)
-    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--weights", default="0,1", help="comma list of --region-weight values")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-tower-probe")
     args = ap.parse_args()
@@ -128,14 +122,15 @@ def main() -> None:
     rows = []
     for weight in (float(w) for w in args.weights.split(",")):
         run = args.work / f"tower-region-{weight:g}"
-        seconds = pretrain(suite, run, weight, args.steps, args.batch)
+        seconds = pretrain(suite, run, weight)
         (x_tr, c_tr, s_tr), (x_te, c_te, s_te) = (centre_tokens(run, objs[s]) for s in ("train", "test"))
         rows.append({"region_weight": weight, "seconds": round(seconds, 1),
                      "shape": probe_accuracy(x_tr, s_tr, x_te, s_te, SHAPES),
                      "colour": probe_accuracy(x_tr, c_tr, x_te, c_te, tuple(COLORS))})
         print(rows[-1], flush=True)
     meta = {"suite": {"n": SUITE.n, "seed": SUITE.seed, "res": SUITE.res, "layout": SUITE.layout},
-            "steps": args.steps, "batch": args.batch, "ridge": RIDGE,
+            "steps": int(TOWER_RUN[TOWER_RUN.index("--steps") + 1]),
+            "batch": int(TOWER_RUN[TOWER_RUN.index("--batch") + 1]), "ridge": RIDGE,
             "train_objects": sum(map(len, objs["train"].values())), "test_objects": sum(map(len, objs["test"].values()))}
     write_results(rows, meta)
 

@@ -50,7 +50,7 @@ from pg2edge.tasks.jsonl import read_examples
 from pg2edge.tasks.layout import LAYOUTS
 from pg2edge.tasks.vocab import COLORS, SHAPES, SIZES
 from pg2edge.train.init import from_scratch_params
-from pg2edge.train.vision_pretrain import word_head, word_logits
+from pg2edge.train.vision_pretrain import tower_optimizer, word_head, word_logits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUITE = SuiteConfig(n=16000, seed=0, res=112)  # the layout is chosen per run (--layouts)
@@ -114,8 +114,7 @@ def accuracy(logits: np.ndarray, words: np.ndarray) -> dict[str, float]:
 def train(name: str, layout: str, init, logits_fn, data: tuple, test: tuple, steps: int, batch: int,
           evals: int) -> list[dict]:
     """Train one encoder; a row of test accuracies every steps // evals steps."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, max(steps // 20, 1), steps)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    optimizer = tower_optimizer(1e-3, steps, 0.05)  # pretrain-vision's
     theta = init(jax.random.PRNGKey(0))
     state = optimizer.init(theta)
     @jax.jit

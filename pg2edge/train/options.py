@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pg2edge.config import ConfigError
 from pg2edge.quantize.recipes import BLOCK_SIZES
+from pg2edge.train.trainable import PATTERNS
 
 DTYPES = ("f32", "bf16")
-TRAINABLE = ("all", "attn", "decoder", "lora")
+TRAINABLE = tuple(PATTERNS)  # all, attn, decoder, lora
 QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",

@@ -51,6 +51,7 @@ from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
 from pg2edge.train.init import from_scratch_params
 from pg2edge.train.metrics import MetricsLog, ProgressBar
+from pg2edge.train.optim import CLIP_NORM, lr_schedule
 from pg2edge.train.options import TrainOptions
 from pg2edge.train.source import resolve_config, resolve_tokenizer
 
@@ -152,6 +153,11 @@ def _pooled(tokens: jax.Array, theta: dict) -> jax.Array:
     return jax.nn.logsumexp(scores, axis=1) - math.log(scores.shape[1]) + theta["bias"]
 
 
+def tower_optimizer(lr: float, steps: int, warmup: float) -> optax.GradientTransformation:
+    """Adam on finetune's schedule (`optim.lr_schedule`) and clip norm; the tower stage takes no weight decay."""
+    return optax.chain(optax.clip_by_global_norm(CLIP_NORM), optax.adam(lr_schedule(lr, steps, warmup)))
+
+
 def region_loss(tokens: jax.Array, theta: dict, cells: jax.Array, region_words: jax.Array) -> jax.Array:
     """Mean over labelled regions of a multi-positive softmax cross-entropy of the token under the box
     centre (scored as the bag scores it): each of its label words against all words that are not its label
@@ -233,8 +239,7 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
            out: Path) -> tuple[dict, list[dict], float]:
     """(trained tower + word vectors, logged records, seconds of the first step); metrics go to out/metrics.jsonl."""
     theta = {"img": img, **word_head(jax.random.PRNGKey(opts.seed + 1), words.vocab.size, cfg.text.width)}
-    schedule = optax.warmup_cosine_decay_schedule(0.0, opts.lr, int(opts.warmup * opts.steps), opts.steps)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer, opts.region_weight)
     records, compile_s = [], 0.0
