@@ -3,7 +3,7 @@
 f32 / int8 / int4 / mixed (from the shipped float model) and QAT-int4 (from the
 shipped QAT fine-tune), ONNX and TFLite; see `pg2edge.bench.parity`.
 
-    .venv/bin/python benchmarks/parity.py [--images 48] [--formats onnx,tflite]
+    .venv/bin/python benchmarks/parity.py [--images 300] [--formats onnx,tflite]
 Writes benchmarks/results/parity.json (a list `rows`), parity.md and parity.png.
 """
 
@@ -20,7 +20,7 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     """Run the parity benchmark and write its results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--formats", default="onnx,tflite")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ import numpy as np
 
 from pg2edge.bench.machine import machine_info
 from pg2edge.eval.datasets import load_suite
-from pg2edge.eval.parity import ParityTally
+from pg2edge.eval.parity import ParityTally, paired_delta
 from pg2edge.eval.predictors import JaxPredictor, decode_text, prompt_ids
 from pg2edge.eval.report import score_all
 from pg2edge.eval.scoring import LOWER_IS_BETTER
@@ -55,7 +55,17 @@ def reference(predictor: JaxPredictor, examples: list, batch: int = 16) -> list[
     return out
 
 
-def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_metrics: dict) -> dict:
+def task_delta_cis(examples: list, ref_scores: list[float], scores: list[float]) -> dict:
+    """{task: paired bootstrap interval of the per-example score change} (metric units, not points)."""
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(ex.task, []).append(i)
+    return {task: paired_delta([ref_scores[i] for i in idx], [scores[i] for i in idx])
+            for task, idx in by_task.items()}
+
+
+def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_metrics: dict,
+                  ref_scores: list[float]) -> dict:
     """Parity figures and task metrics of one artifact (bundle + backend) against the reference."""
     engine = Engine(bundle, backend=backend)
     tally, texts = ParityTally(), []
@@ -64,10 +74,34 @@ def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_met
         result = engine.generate(ex.image, ex.prefix, max_new_tokens=MAX_NEW_TOKENS)
         tally.add(ref_logits, engine.score(ex.image, ex.prefix, ref_tokens), ref_tokens, result.tokens)
         texts.append(decode_text(engine.tokenizer, result.tokens))
-    metrics, _, primary, _ = score_all(examples, texts)
+    metrics, _, primary, scores = score_all(examples, texts)
     delta = {task: metrics[task][primary[task]] - ref_metrics[task][primary[task]] for task in metrics}
     return {**tally.summary(), "task_metrics": {t: metrics[t][primary[t]] for t in metrics},
-            "task_metric_delta": delta, "seconds": time.perf_counter() - t0}
+            "task_metric_delta": delta, "task_delta_ci": task_delta_cis(examples, ref_scores, scores),
+            "seconds": time.perf_counter() - t0}
+
+
+def worse_by(metric: str, delta: float) -> float:
+    """How much worse a change of `metric` (cider_d, cer, ...) is, in its units (negative: it improved)."""
+    return delta if metric in LOWER_IS_BETTER else -delta
+
+
+def verdict(result: dict, quant: str = "mixed", points: float = 1.0) -> list[str]:
+    """One line per `quant` row: its worst task-metric loss, and whether it is within `points`."""
+    lines = []
+    for r in result["rows"]:
+        if r["quant"] != quant or r.get("source_model") not in (None, result["model"]):
+            continue
+        primary = result["reference"]["primary"]
+        worst = max(r["task_metric_delta"], key=lambda t: worse_by(primary[t], r["task_metric_delta"][t]))
+        loss = 100 * worse_by(primary[worst], r["task_metric_delta"][worst])
+        ci = r["task_delta_ci"][worst]
+        half = 50 * (ci["hi"] - ci["lo"])
+        ok = "within" if loss <= points else "NOT within"
+        lines.append(f"- `{r['artifact']}` is {ok} {points:g} point of float on every task metric: its largest "
+                     f"loss is {loss:+.1f} points ({worst}; 95 % interval half-width {half:.1f} points "
+                     f"over {ci['n']} examples).")
+    return lines
 
 
 def markdown(result: dict) -> str:
@@ -76,7 +110,8 @@ def markdown(result: dict) -> str:
     head = ["artifact", "format", "quant", "top-1", "greedy exact", "KL", "cos mean", "cos min",
             *(f"Δ {t}" for t in tasks)]
     lines = [f"Shipped model `{result['model']}`: {result['examples']} examples on {result['images']} held-out "
-             f"test images; reference = float JAX model. Task deltas are metric points (x100); "
+             f"test images; reference = float JAX model. Task deltas are metric points (x100), each with the "
+             f"half-width of its 95 % paired bootstrap interval; "
              f"for {', '.join(sorted(LOWER_IS_BETTER))} lower is better.", "",
              "Reference task metrics (float JAX): " + ", ".join(
                  f"{t} {result['reference']['primary'][t]} {v:.3f}" for t, v in result["reference"]
@@ -85,9 +120,15 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         cells = [r["artifact"], r["format"], r["quant"], f"{r['top1_agreement']:.4f}",
                  f"{r['greedy_exact_match']:.3f}", f"{r['kl']:.2e}", f"{r['cosine_mean']:.5f}",
-                 f"{r['cosine_min']:.5f}", *(f"{100 * r['task_metric_delta'][t]:+.1f}" for t in tasks)]
+                 f"{r['cosine_min']:.5f}", *(_delta_cell(r, t) for t in tasks)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + verdict(result)) + "\n"
+
+
+def _delta_cell(row: dict, task: str) -> str:
+    ci = row.get("task_delta_ci", {}).get(task)
+    cell = f"{100 * row['task_metric_delta'][task]:+.1f}"
+    return cell if ci is None else f"{cell} ±{50 * (ci['hi'] - ci['lo']):.1f}"
 
 
 def plot(result: dict, path: Path) -> None:
@@ -129,7 +170,7 @@ def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
         predictor = JaxPredictor.from_checkpoint(float_model.path)
         ref = reference(predictor, examples)
         ref_texts = [decode_text(predictor.tokenizer, tokens) for tokens, _ in ref]
-        ref_metrics, _, primary, _ = score_all(examples, ref_texts)
+        ref_metrics, _, primary, ref_scores = score_all(examples, ref_texts)
         result = {"model": float_model.name, "images": images, "examples": len(examples),
                   "max_new_tokens": MAX_NEW_TOKENS, "machine": machine_info(),
                   "reference": {"task_metrics": {t: ref_metrics[t][primary[t]] for t in ref_metrics},
@@ -144,7 +185,7 @@ def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
                                    prefill=(PREFILL,)))
             convert_s = time.perf_counter() - t0
             for fmt in formats:
-                row = artifact_rows(bundle, fmt, examples, ref, ref_metrics)
+                row = artifact_rows(bundle, fmt, examples, ref, ref_metrics, ref_scores)
                 result["rows"].append({"artifact": f"{fmt}-{name}", "format": fmt, "quant": quant,
                                        "source_model": model_name, "convert_s": convert_s, **row})
                 log(f"{fmt:>6} {name:<9} top1 {row['top1_agreement']:.4f} "

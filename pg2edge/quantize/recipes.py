@@ -101,13 +101,13 @@ def _rules(name: str, int4: Scheme) -> tuple[Rule, ...]:
 
 
 def get_recipe(name: str, block: int = DEFAULT_BLOCK, scale_dtype: str = "float32") -> Recipe:
-    """The named recipe; `block` is the int4 block along K (32, 64 or 128)."""
+    """The named recipe; `block` is the int4 block along K (32, 64 or 128), its scales MSE-searched."""
     key = str(name).lower()
     if key not in RECIPE_NAMES:
         raise ConfigError(f"unknown quantization recipe {name!r}: expected one of {', '.join(RECIPE_NAMES)}")
     if block not in BLOCK_SIZES:
         raise ConfigError(f"quantization block {block!r}: expected one of {', '.join(map(str, BLOCK_SIZES))}")
-    int4 = Scheme(bits=4, block=block, scale_dtype=scale_dtype)
+    int4 = Scheme(bits=4, block=block, scale_dtype=scale_dtype, clip="mse")
     rules = tuple((p, None if s is None else replace(s, scale_dtype=scale_dtype)) for p, s in _rules(key, int4))
     return Recipe(name=key, block=block, rules=rules, fallback=replace(INT8_PER_CHANNEL, scale_dtype=scale_dtype))
 

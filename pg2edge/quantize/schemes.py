@@ -14,6 +14,14 @@ float16 scales are rounded up, so no weight is clipped and the error stays
 within scale / 2; below float16's normal range (scale < 6.1e-5) they are
 coarse, as in any float16-scale format. `fake_quant` is idempotent (for
 float16 scales, in the normal range).
+
+`clip="mse"` (block-wise schemes; what the int4 recipes use) instead tries
+the scales of `alpha * max|w|` for every alpha in `CLIP_GRID` and keeps, per
+block, the one with the least squared error (first one on a tie): clipping
+the rare largest weight buys a finer step for the other 31, which lowers the
+weight error of Gaussian-like blocks by ~20 % at 4 bits and the shipped
+model's int4 logit drift with it. The error of a candidate is summed by
+halving the block (`_block_sq_error`), an order `train.qat` repeats exactly.
 Codes are stored [N, K] (int4 values in an int8 container), which is the
 row-major layout of ONNX `MatMulNBits`, `GatherBlockQuantized` and TFLite
 `FULLY_CONNECTED` weights, so packers never transpose again.
@@ -26,7 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 SCALE_DTYPES = ("float32", "float16")
+CLIPS = ("max", "mse")
+CLIP_GRID = tuple(1.0 - i / 32 for i in range(12))  # alpha = 1, 31/32, ..., 21/32 of max|w|
 _CHUNK_ELEMENTS = 1 << 24  # rows are quantized in chunks of ~16M weights to bound temporaries
+_SEARCH_CHUNK_ELEMENTS = 1 << 17  # the clip search runs on pieces that stay in cache
 # Smallest scale used: keeps w / scale exact enough that |w - w_hat| <= scale / 2 holds for
 # subnormal weights too (every float16 value, even subnormal, is a normal float32).
 _MIN_SCALE = {"float32": np.float32(np.finfo(np.float32).tiny), "float16": np.float32(2.0**-24)}
@@ -39,6 +50,7 @@ class Scheme:
     bits: int
     block: int | None = None
     scale_dtype: str = "float32"
+    clip: str = "max"  # "mse": per block, the scale of least squared error among CLIP_GRID (see module doc)
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -47,6 +59,10 @@ class Scheme:
             raise ValueError(f"quantization block must be a power of two >= 16, found {self.block}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ValueError(f"scale_dtype must be one of {', '.join(SCALE_DTYPES)}, found {self.scale_dtype!r}")
+        if self.clip not in CLIPS:
+            raise ValueError(f"clip must be one of {', '.join(CLIPS)}, found {self.clip!r}")
+        if self.clip == "mse" and self.block is None:
+            raise ValueError("clip='mse' needs a block-wise scheme (per-channel scales are searched over K at once)")
 
     @property
     def qmax(self) -> int:
@@ -57,10 +73,11 @@ class Scheme:
         """Short name for reports: `int4-b32`, `int8-pc`, `int4-b64-f16s`."""
         granularity = "pc" if self.block is None else f"b{self.block}"
         suffix = "-f16s" if self.scale_dtype == "float16" else ""
-        return f"int{self.bits}-{granularity}{suffix}"
+        clip = "-mse" if self.clip == "mse" else ""
+        return f"int{self.bits}-{granularity}{suffix}{clip}"
 
     def to_dict(self) -> dict:
-        return {"bits": self.bits, "block": self.block, "scale_dtype": self.scale_dtype}
+        return {"bits": self.bits, "block": self.block, "scale_dtype": self.scale_dtype, "clip": self.clip}
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,14 +140,45 @@ def _scales(amax: np.ndarray, scheme: Scheme, name: str | None) -> np.ndarray:
     return np.maximum(scale, _MIN_SCALE[scheme.scale_dtype])
 
 
+def _codes(w_nbk: np.ndarray, scale_nb: np.ndarray, scheme: Scheme) -> np.ndarray:
+    q = np.rint(w_nbk / scale_nb[..., None])
+    return np.clip(q, -scheme.qmax - 1, scheme.qmax, out=q)
+
+
+def _block_sq_error(w_nbk: np.ndarray, scale_nb: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """Per-block sum of (w_hat - w)^2, added by halving the block (train.qat repeats this order)."""
+    d = _codes(w_nbk, scale_nb, scheme) * scale_nb[..., None] - w_nbk
+    e = d * d
+    while e.shape[-1] > 1:
+        half = e.shape[-1] // 2
+        e = e[..., :half] + e[..., half:]
+    return e[..., 0]
+
+
+def _searched_scales(w_nbk: np.ndarray, amax: np.ndarray, scheme: Scheme, name: str | None) -> np.ndarray:
+    """Per block, the CLIP_GRID scale of least squared error (the first one on a tie)."""
+    rows = max(1, _SEARCH_CHUNK_ELEMENTS // (w_nbk.shape[1] * w_nbk.shape[2]))
+    if w_nbk.shape[0] > rows:  # cache-sized pieces: each candidate makes several passes over them
+        return np.concatenate([_searched_scales(w_nbk[i:i + rows], amax[i:i + rows], scheme, name)
+                               for i in range(0, w_nbk.shape[0], rows)])
+    best = _scales(amax, scheme, name)
+    best_err = _block_sq_error(w_nbk, best, scheme)
+    for alpha in CLIP_GRID[1:]:
+        scale = _scales(amax * np.float32(alpha), scheme, name)
+        err = _block_sq_error(w_nbk, scale, scheme)
+        better = err < best_err
+        best = np.where(better, scale, best)
+        best_err = np.where(better, err, best_err)
+    return best
+
+
 def _quantize_rows(w_nk: np.ndarray, scheme: Scheme, block: int,
                    name: str | None) -> tuple[np.ndarray, np.ndarray]:
     n, k = w_nk.shape
     w_nbk = w_nk.reshape(n, k // block, block)
-    scale = _scales(np.abs(w_nbk).max(axis=-1), scheme, name)
-    q = np.rint(w_nbk / scale[..., None])
-    np.clip(q, -scheme.qmax - 1, scheme.qmax, out=q)
-    return q.astype(np.int8).reshape(n, k), scale
+    amax = np.abs(w_nbk).max(axis=-1)
+    scale = _searched_scales(w_nbk, amax, scheme, name) if scheme.clip == "mse" else _scales(amax, scheme, name)
+    return _codes(w_nbk, scale, scheme).astype(np.int8).reshape(n, k), scale
 
 
 def quantize(w_kn: np.ndarray, scheme: Scheme, *, name: str | None = None) -> QuantizedTensor:

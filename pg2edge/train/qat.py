@@ -3,7 +3,8 @@
 `fake_quant_kn` is `quantize.schemes.quantize` + `dequantize` rewritten in
 jnp step for step (f32 scale = max|w| / qmax per output channel and K-block,
 float16 scales rounded up, the same floor on the scale, round-half-even,
-clip), and `fake_quant_tree` applies `quantize.recipes`' own per-weight
+clip; under `clip="mse"` the same scale search, its errors summed in the
+same order), and `fake_quant_tree` applies `quantize.recipes`' own per-weight
 scheme choice (block fallback included) through the same [K, N] views, so a
 QAT model and `pg2edge convert --quant int4` agree bit for bit (on CPU and
 GPU, whose f32 division is IEEE; TPU divides to within an ulp, which can only
@@ -22,7 +23,7 @@ import numpy as np
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.quantize.matmul_view import matmul_view
 from pg2edge.quantize.recipes import Recipe
-from pg2edge.quantize.schemes import _MIN_SCALE, Scheme
+from pg2edge.quantize.schemes import _MIN_SCALE, CLIP_GRID, Scheme
 from pg2edge.train.views import from_kn, to_kn
 
 
@@ -43,6 +44,33 @@ def _scales(amax: jax.Array, scheme: Scheme) -> jax.Array:
     return jnp.maximum(scale, jnp.float32(_MIN_SCALE[scheme.scale_dtype]))
 
 
+def _codes(w_nbk: jax.Array, scale_nb1: jax.Array, scheme: Scheme) -> jax.Array:
+    return jnp.clip(jnp.round(_divide(w_nbk, scale_nb1)), -scheme.qmax - 1, scheme.qmax)
+
+
+def _block_sq_error(w_nbk: jax.Array, scale_nb1: jax.Array, scheme: Scheme) -> jax.Array:
+    """Mirror of `schemes._block_sq_error`: the same products, differences and halving sums, in order
+    (the barrier keeps `q * scale - w` from being contracted into one fused multiply-add)."""
+    d = jax.lax.optimization_barrier(_codes(w_nbk, scale_nb1, scheme) * scale_nb1) - w_nbk
+    e = d * d
+    while e.shape[-1] > 1:
+        half = e.shape[-1] // 2
+        e = e[..., :half] + e[..., half:]
+    return e[..., 0]
+
+
+def _searched_scales(w_nbk: jax.Array, amax: jax.Array, scheme: Scheme) -> jax.Array:
+    """Mirror of `schemes._searched_scales` (the CLIP_GRID scale of least block error, first on a tie)."""
+    best = _scales(amax, scheme)
+    best_err = _block_sq_error(w_nbk, best[..., None], scheme)
+    for alpha in CLIP_GRID[1:]:
+        scale = _scales(amax * jnp.float32(alpha), scheme)
+        err = _block_sq_error(w_nbk, scale[..., None], scheme)
+        better = err < best_err
+        best, best_err = jnp.where(better, scale, best), jnp.where(better, err, best_err)
+    return best
+
+
 def fake_quant_kn(w_kn: jax.Array, scheme: Scheme) -> jax.Array:
     """Quantize-dequantize [..., K, N] matmul weights (any lead axes), in f32."""
     *lead, k, n = w_kn.shape
@@ -50,8 +78,9 @@ def fake_quant_kn(w_kn: jax.Array, scheme: Scheme) -> jax.Array:
     if k % block:
         raise ValueError(f"K={k} is not divisible by the {scheme.label} block {block}")
     w_nbk = jnp.swapaxes(w_kn.astype(jnp.float32), -1, -2).reshape(*lead, n, k // block, block)
-    scale = _scales(jnp.max(jnp.abs(w_nbk), axis=-1), scheme)[..., None]
-    q = jnp.clip(jnp.round(_divide(w_nbk, scale)), -scheme.qmax - 1, scheme.qmax)
+    amax = jnp.max(jnp.abs(w_nbk), axis=-1)
+    scale = (_searched_scales(w_nbk, amax, scheme) if scheme.clip == "mse" else _scales(amax, scheme))[..., None]
+    q = _codes(w_nbk, scale, scheme)
     return jnp.swapaxes((q * scale).reshape(*lead, n, k), -1, -2)
 
 

@@ -100,7 +100,7 @@ def test_wrong_rank_is_an_error():
         matmul_view("llm/layers/mlp/linear", (64, 64))
 
 
-I8, I4 = "int8-pc", "int4-b32"
+I8, I4 = "int8-pc", "int4-b32-mse"
 EXPECTED_3B = {  # recipe -> key suffix -> scheme label at 3B-224 (block 32)
     "int8": {name: I8 for name in CONTRACTIONS},
     "int4": {**{name: I4 for name in CONTRACTIONS},
@@ -127,13 +127,13 @@ def test_recipe_schemes_tiny(tiny_shapes):
         if not is_matmul_weight(name):
             assert m is None and i is None, name
         elif name.startswith("llm/layers/mlp/"):
-            assert m == Scheme(4, 32), name
+            assert m == Scheme(4, 32, clip="mse"), name
         else:
             assert m == Scheme(8), name
     # tiny vision width 48 and patch K 588 are not multiples of 64; the text tower (64, 128) is.
     assert int4.scheme_for(f"{ATT}/query/kernel", tiny_shapes[f"{ATT}/query/kernel"]) == Scheme(8)
-    assert int4.scheme_for("llm/layers/mlp/linear", tiny_shapes["llm/layers/mlp/linear"]) == Scheme(4, 64)
-    assert int4.scheme_for("llm/layers/mlp/linear") == Scheme(4, 64)  # no shape: the rule, unchecked
+    assert int4.scheme_for("llm/layers/mlp/linear", tiny_shapes["llm/layers/mlp/linear"]) == Scheme(4, 64, clip="mse")
+    assert int4.scheme_for("llm/layers/mlp/linear") == Scheme(4, 64, clip="mse")  # no shape: the rule, unchecked
 
 
 def test_never_quantized_even_by_a_catch_all_rule():
@@ -166,12 +166,15 @@ def test_get_recipe_errors_are_one_line_config_errors():
 def test_recipe_options_and_manifest_dict():
     recipe = get_recipe("MIXED", block=128, scale_dtype="float16")
     assert recipe.name == "mixed" and recipe.block == 128
-    assert recipe.scheme_for("llm/layers/mlp/linear") == Scheme(4, 128, "float16")
+    assert recipe.scheme_for("llm/layers/mlp/linear") == Scheme(4, 128, "float16", "mse")
     assert recipe.scheme_for("img/head/kernel") == Scheme(8, None, "float16")
     d = json.loads(json.dumps(recipe.to_dict()))
     assert d["name"] == "mixed" and d["block"] == 128
-    assert d["rules"][0] == {"pattern": "img/*", "scheme": {"bits": 8, "block": None, "scale_dtype": "float16"}}
-    assert d["fallback"] == {"bits": 8, "block": None, "scale_dtype": "float16"}
+    int8 = {"bits": 8, "block": None, "scale_dtype": "float16", "clip": "max"}
+    assert d["rules"][0] == {"pattern": "img/*", "scheme": int8}
+    assert d["rules"][3] == {"pattern": "llm/layers/*",
+                             "scheme": {"bits": 4, "block": 128, "scale_dtype": "float16", "clip": "mse"}}
+    assert d["fallback"] == int8
 
 
 @pytest.mark.parametrize("recipe_name", ["int8", "int4", "mixed"])

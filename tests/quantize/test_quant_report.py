@@ -22,7 +22,7 @@ def test_rows_cover_matmul_weights_with_plausible_errors(params):
     rows = {r["name"]: r for r in error_report(params, get_recipe("mixed"))}
     assert set(rows) == {n for n in params if is_matmul_weight(n)}
     linear = rows["llm/layers/mlp/linear"]
-    assert linear["scheme"] == "int4-b32" and linear["shape"] == [4, 128, 64]
+    assert linear["scheme"] == "int4-b32-mse" and linear["shape"] == [4, 128, 64]
     head = rows["img/head/kernel"]
     assert head["scheme"] == "int8-pc"
     # Gaussian weights: int8 per channel ~0.6%, int4 / 32 ~10% relative error.

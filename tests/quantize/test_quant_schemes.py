@@ -135,7 +135,8 @@ def test_float16_scale_overflow_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs", [dict(bits=3), dict(bits=4, block=48), dict(bits=4, block=8),
-                                    dict(bits=8, scale_dtype="bfloat16")])
+                                    dict(bits=8, scale_dtype="bfloat16"), dict(bits=4, block=32, clip="l1"),
+                                    dict(bits=4, clip="mse")])
 def test_invalid_schemes(kwargs):
     with pytest.raises(ValueError):
         Scheme(**kwargs)
@@ -152,6 +153,88 @@ def test_chunked_rows_match_unchunked(monkeypatch):
     np.testing.assert_array_equal(whole.scales, chunked.scales)
 
 
+MSE_SCHEMES = [Scheme(4, 16, clip="mse"), Scheme(4, 32, clip="mse"), Scheme(8, 32, clip="mse"),
+               Scheme(4, 32, "float16", clip="mse")]
+
+
+@st.composite
+def weight_and_mse_scheme(draw):
+    """A [K, N] weight for a clip-searched scheme: a spread of magnitudes, some heavy-tailed blocks."""
+    scheme = draw(st.sampled_from(MSE_SCHEMES))
+    k, n = scheme.block * draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)) * 10.0 ** rng.uniform(-3, 2)
+    if draw(st.booleans()):
+        w = w * rng.standard_t(2, (k, n))
+    return w.astype(np.float32), scheme
+
+
+def _block_errors(w, qt):
+    """Squared error of each [N, block] block, in float64."""
+    d = dequantize_rows(qt).astype(np.float64) - w.T.astype(np.float64)
+    return (d ** 2).reshape(qt.n, qt.n_blocks, qt.block_size).sum(-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(weight_and_mse_scheme())
+def test_mse_clip_picks_the_least_error_grid_scale(case):
+    from dataclasses import replace
+
+    from pg2edge.quantize.schemes import CLIP_GRID
+
+    w, scheme = case
+    qt = quantize(w, scheme)
+    assert qt.q.min() >= -scheme.qmax - 1 and qt.q.max() <= scheme.qmax and (qt.scales > 0).all()
+    err = _block_errors(w, qt)
+    plain = replace(scheme, clip="max")
+    assert (err <= _block_errors(w, quantize(w, plain)) * (1 + 1e-5) + 1e-30).all()  # alpha = 1 is a candidate
+    amax = np.abs(w.T.reshape(qt.n, qt.n_blocks, qt.block_size)).max(-1)
+    for alpha in CLIP_GRID:  # and so is every other alpha: none beats the choice
+        cand = quantize(w * np.float32(1 / alpha), plain)  # the alpha * max|w| scale, through the plain path
+        cand_scales = cand.scales * np.float32(alpha)
+        if scheme.scale_dtype == "float32":
+            np.testing.assert_allclose(cand_scales, np.maximum(amax * np.float32(alpha) / scheme.qmax,
+                                                               cand_scales), rtol=1e-6)
+        q = np.clip(np.rint(w.T.reshape(qt.n, qt.n_blocks, -1) / qt.scales[..., None]), -scheme.qmax - 1,
+                    scheme.qmax)
+        np.testing.assert_array_equal(q.reshape(qt.n, -1), qt.q)  # codes are those of the chosen scale
+    brute = np.stack([_grid_error(w, scheme, alpha) for alpha in CLIP_GRID]).min(0)
+    assert (err <= brute * (1 + 1e-5) + 1e-30).all()
+
+
+def _grid_error(w, scheme, alpha):
+    """Block squared errors (float64) of quantizing with scale alpha * max|w| / qmax (float32 path)."""
+    from pg2edge.quantize.schemes import _MIN_SCALE, _scales
+
+    n_blocks = w.shape[0] // scheme.block
+    w_nbk = w.T.reshape(w.shape[1], n_blocks, scheme.block)
+    scale = _scales(np.abs(w_nbk).max(-1) * np.float32(alpha), scheme, None)
+    assert (scale >= _MIN_SCALE[scheme.scale_dtype]).all()
+    q = np.clip(np.rint(w_nbk / scale[..., None]), -scheme.qmax - 1, scheme.qmax)
+    return ((q * scale[..., None]).astype(np.float64) - w_nbk.astype(np.float64)) ** 2 @ np.ones(scheme.block)
+
+
+def test_mse_clip_trades_an_outlier_for_a_finer_step():
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((32, 64)) * 0.02).astype(np.float32)
+    w[5] *= 3.0  # one large weight per block: max|w| scaling wastes most of the 16 levels
+    plain, searched = quantize(w, Scheme(4, 32)), quantize(w, Scheme(4, 32, clip="mse"))
+    assert (searched.scales <= plain.scales).all() and (searched.scales < plain.scales).mean() > 0.5
+    assert relative_error(w, dequantize(searched)) < 0.95 * relative_error(w, dequantize(plain))
+
+
+def test_chunked_search_matches_unchunked(monkeypatch):
+    from pg2edge.quantize import schemes
+
+    w = np.random.default_rng(0).standard_normal((64, 37)).astype(np.float32)
+    whole = quantize(w, Scheme(4, 32, clip="mse"))
+    monkeypatch.setattr(schemes, "_SEARCH_CHUNK_ELEMENTS", 64 * 3)
+    chunked = quantize(w, Scheme(4, 32, clip="mse"))
+    np.testing.assert_array_equal(whole.q, chunked.q)
+    np.testing.assert_array_equal(whole.scales, chunked.scales)
+
+
 def test_relative_error():
     w = np.array([3.0, 4.0])
     assert relative_error(w, w) == 0.0
@@ -164,7 +247,8 @@ def test_labels():
     assert Scheme(4, 32).label == "int4-b32"
     assert Scheme(8).label == "int8-pc"
     assert Scheme(4, 64, "float16").label == "int4-b64-f16s"
-    assert Scheme(4, 64).to_dict() == {"bits": 4, "block": 64, "scale_dtype": "float32"}
+    assert Scheme(4, 32, clip="mse").label == "int4-b32-mse"
+    assert Scheme(4, 64).to_dict() == {"bits": 4, "block": 64, "scale_dtype": "float32", "clip": "max"}
 
 
 def test_dequantize_rows_into_caller_buffer():

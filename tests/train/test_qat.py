@@ -45,9 +45,10 @@ def test_fake_quant_tree_equals_numpy_reference(tiny_flat, recipe, scale_dtype):
     ("llm/layers/attn/attn_vec_einsum/w", (1, 8, 256, 2304)),
     ("img/Transformer/encoderblock/MultiHeadDotProductAttention_0/out/kernel", (1, 16, 72, 1152)),
 ])
-def test_fake_quant_on_3b_layer_shapes(name, shape):
+@pytest.mark.parametrize("clip", ["max", "mse"])
+def test_fake_quant_on_3b_layer_shapes(name, shape, clip):
     w = np.random.default_rng(0).standard_normal(shape, np.float32) * 0.02
-    scheme = Scheme(bits=4, block=64)
+    scheme = Scheme(bits=4, block=64, clip=clip)
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda x: fake_quant_weight(name, x, scheme))(w)),
                                   fake_quant_param(name, w, scheme))
 
