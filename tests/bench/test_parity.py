@@ -16,17 +16,21 @@ def test_worse_by_respects_lower_is_better():
     assert worse_by("cider_d", -0.02) == 0.02 and worse_by("cer", -0.02) == -0.02
 
 
-def test_verdict_names_the_worst_loss_and_judges_it():
+def test_verdict_judges_point_estimates_and_their_intervals():
     result = {"model": "m", "images": 4, "examples": 8,
               "reference": {"task_metrics": {"caption": 3.0, "ocr": 0.5}, "primary": {"caption": "cider_d",
                                                                                    "ocr": "cer"}},
-              "rows": [_row("onnx-mixed", "mixed", {"caption": -0.005, "ocr": 0.008}),
+              "rows": [_row("onnx-mixed", "mixed", {"caption": -0.002, "ocr": 0.001}, half=0.005),
                        _row("tflite-mixed", "mixed", {"caption": 0.04, "ocr": 0.03}),
-                       _row("onnx-int4", "int4", {"caption": -0.3, "ocr": 0.2})]}
+                       _row("onnx-int4", "int4", {"caption": -0.3, "ocr": 0.2}),
+                       _row("tflite-mixed", "mixed", {"caption": 0.05, "ocr": -0.005}, half=0.1)]}
     lines = verdict(result)
-    assert len(lines) == 2  # only the mixed rows
-    assert lines[0].startswith("- `onnx-mixed` is within 1 point") and "+0.8 points (ocr" in lines[0]
-    assert lines[1].startswith("- `tflite-mixed` is NOT within 1 point") and "+3.0 points (ocr" in lines[1]
-    assert "half-width 2.0 points over 100 examples" in lines[1]
+    assert len(lines) == 3  # only the mixed rows
+    # caption -0.2 and ocr +0.1 points, intervals +-0.5: the far ends lose 0.7 and 0.6 points.
+    assert lines[0] == ("- `onnx-mixed`: within 1 point on every task metric, shown at 95 %: no loss bound "
+                        "exceeds 0.7 points (caption).")
+    assert lines[1] == "- `tflite-mixed`: NOT within 1 point: ocr loses 3.0 points."  # cer: higher is worse
+    assert lines[2] == ("- `tflite-mixed`: within 1 point on every task metric's point estimate (largest loss 0.0, "
+                        "ocr), not resolved: the 95 % bound on ocr's loss is 9.5 points over 100 examples.")
     md = markdown(result)
-    assert "| -0.5 ±2.0 | +0.8 ±2.0 |" in md and lines[1] in md
+    assert "| -0.2 ±0.5 | +0.1 ±0.5 |" in md and lines[1] in md

@@ -32,4 +32,4 @@ def test_bench_quick_json_has_parity_rows_speed_and_machine(tmp_path):
     assert set(speed) == {"onnx-f32", "onnx-int8", "onnx-int4"} and all(s["decode_tok_s"] > 0 for s in speed.values())
     assert data["machine"]["cores_usable"] >= 1 and "onnxruntime" in data["machine"]["packages"]
     md = (tmp_path / "bench_quick.md").read_text()
-    assert "| onnx-int4 |" in md and "`onnx-mixed` is " in md
+    assert "| onnx-int4 |" in md and "- `onnx-mixed`: " in md
