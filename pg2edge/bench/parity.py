@@ -111,8 +111,8 @@ def verdict(result: dict, quant: str = "mixed", points: float = 1.0) -> list[str
                    f"{bound[loosest]:.1f} points ({loosest})"
         else:
             text = f"within {points:g} point on every task metric's point estimate (largest loss " \
-                   f"{max(loss[worst], 0.0) + 0.0:.1f}, {worst}), not resolved: the 95 % bound on {loosest}'s loss is " \
-                   f"{bound[loosest]:.1f} points over {n} examples"
+                   f"{max(0.0, loss[worst]):.1f}, {worst}), not resolved: the 95 % bound on " \
+                   f"{loosest}'s loss is {bound[loosest]:.1f} points over {n} examples"
         lines.append(f"- `{r['artifact']}`: {text}.")
     return lines
 

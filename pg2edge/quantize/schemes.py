@@ -16,12 +16,13 @@ coarse, as in any float16-scale format. `fake_quant` is idempotent (for
 float16 scales, in the normal range).
 
 `clip="mse"` (block-wise schemes; what the int4 recipes use) instead tries
-the scales of `alpha * max|w|` for every alpha in `CLIP_GRID` and keeps, per
-block, the one with the least squared error (first one on a tie): clipping
-the rare largest weight buys a finer step for the other 31, which lowers the
-weight error of Gaussian-like blocks by ~20 % at 4 bits and the shipped
-model's int4 logit drift with it. The error of a candidate is summed by
-halving the block (`_block_sq_error`), an order `train.qat` repeats exactly.
+`scale = alpha * max|w| / qmax` for every alpha in `CLIP_GRID` and keeps,
+per block, the one with the least squared error (the first on a tie), so the
+error bound above becomes "no worse than `clip="max"`'s, in sum": clipping
+a block's largest weight buys a finer step for the rest of it, which lowers
+the squared error of Gaussian weights by ~20 % at 4 bits (and the shipped
+model's int4 drift with it). A candidate's error is summed by halving the
+block (`_block_sq_error`), an order `train.qat` repeats exactly.
 Codes are stored [N, K] (int4 values in an int8 container), which is the
 row-major layout of ONNX `MatMulNBits`, `GatherBlockQuantized` and TFLite
 `FULLY_CONNECTED` weights, so packers never transpose again.
