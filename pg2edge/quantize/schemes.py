@@ -151,10 +151,12 @@ def _codes(w_nbk: np.ndarray, scale_nb: np.ndarray, scheme: Scheme) -> np.ndarra
 def _block_sq_error(w_bx: np.ndarray, scale_x: np.ndarray, scheme: Scheme) -> np.ndarray:
     """Per-block sum of (w_hat - w)^2 for weights laid out block-entry-first ([block, ...]): entry j is
     added to entry j + half, halving until one is left (train.qat adds the same pairs in the same order)."""
-    q = np.rint(w_bx / scale_x)
-    np.clip(q, -scheme.qmax - 1, scheme.qmax, out=q)
-    d = q * scale_x - w_bx
-    e = np.multiply(d, d, out=d)
+    e = np.divide(w_bx, scale_x)  # one buffer, reused in place: this loop is most of an int4 conversion
+    np.rint(e, out=e)
+    np.clip(e, -scheme.qmax - 1, scheme.qmax, out=e)
+    np.multiply(e, scale_x, out=e)
+    np.subtract(e, w_bx, out=e)
+    np.multiply(e, e, out=e)
     while e.shape[0] > 1:
         half = e.shape[0] // 2
         e = e[:half] + e[half:]  # contiguous halves: block-first keeps these adds vectorized
