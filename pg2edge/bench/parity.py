@@ -145,7 +145,8 @@ def _delta_cell(row: dict, task: str) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Top-1 agreement and greedy exact match per artifact, ONNX and TFLite side by side."""
+    """Left: top-1 agreement and greedy exact match per artifact. Right: every task's change for each
+    artifact, worse-is-down, with its 95 % interval and the +-1 point band of the mixed target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,13 +155,28 @@ def plot(result: dict, path: Path) -> None:
     rows = result["rows"]
     labels = [f"{r['format']}\n{r['artifact']}" for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(max(12, len(rows) * 1.8), 4.5))
     ax.bar(x - 0.2, [r["top1_agreement"] for r in rows], 0.4, label="top-1 agreement (teacher-forced)")
     ax.bar(x + 0.2, [r["greedy_exact_match"] for r in rows], 0.4, label="greedy exact match")
-    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylim(min(0.5, min(min(r["top1_agreement"], r["greedy_exact_match"]) for r in rows) - 0.05), 1.01)
     ax.set_title(f"{result['model']}: agreement with the float JAX model")
     ax.legend(loc="lower left", fontsize=8)
+    primary = result["reference"]["primary"]
+    tasks = list(primary)
+    width = 0.8 / len(tasks)
+    for j, task in enumerate(tasks):
+        gain = [-100 * worse_by(primary[task], r["task_metric_delta"][task]) for r in rows]
+        ends = [sorted(-100 * worse_by(primary[task], r["task_delta_ci"][task][k]) for k in ("lo", "hi"))
+                for r in rows]
+        err = np.array([[max(0.0, g - lo), max(0.0, hi - g)] for g, (lo, hi) in zip(gain, ends)]).T
+        ax_d.errorbar(x - 0.4 + (j + 0.5) * width, gain, yerr=err, fmt="o", ms=3, capsize=2, label=task)
+    ax_d.axhspan(-1, 1, color="green", alpha=0.15, label="±1 point")
+    ax_d.axhline(0, color="black", lw=0.5)
+    ax_d.set_xticks(x, labels, fontsize=7)
+    ax_d.set_ylabel("task metric change, points (up = better)")
+    ax_d.set_title("task metric change vs float, 95 % paired intervals")
+    ax_d.legend(loc="lower left", fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
