@@ -4,7 +4,8 @@ Each conversion runs in its own process; its peak RSS is the larger of
 `/usr/bin/time -v`'s and the sum over its process tree sampled every 0.2 s
 (full-size TFLite files are converted in child processes). Writes benchmarks/results/convert_3b.json and .md.
 
-    .venv/bin/python benchmarks/convert_memory.py [--formats onnx] [--quants int4,int8] [--size 3B]
+    .venv/bin/python benchmarks/convert_memory.py [--formats onnx] [--quants int4,int8] [--int4-clips mse,max]
+        [--size 3B] [--extra "--block 128 ..."] [--out benchmarks/results/convert_3b.json]
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     rss_kb = max(rss_kb, tree_peak // 1024)
     files = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
-    row = {"size": size, "res": res, "format": fmt, "quant": quant, "ok": proc.returncode == 0, "out": str(out),
+    clip = extra[extra.index("--int4-clip") + 1] if "--int4-clip" in extra else "mse"  # convert's default
+    row = {"size": size, "res": res, "format": fmt, "quant": quant, "int4_clip": clip, "ok": proc.returncode == 0,
+           "out": str(out),
            "peak_rss_gb": rss_kb / 1e6, "seconds": round(seconds, 1),
            "bundle_gb": sum(p.stat().st_size for p in files) / 1e9, "command": " ".join(cmd[2:])}
     if proc.returncode != 0:
@@ -75,10 +78,11 @@ def measure(size: str, res: int, fmt: str, quant: str, extra: list[str], workdir
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| variant | format | quant | ok | peak RSS (GB) | seconds | bundle (GB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | format | quant | int4 scales | ok | peak RSS (GB) | seconds | bundle (GB) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['size']}-{r['res']} | {r['format']} | {r['quant']} | {'yes' if r['ok'] else 'no'} | "
+        clip = r.get("int4_clip", "max") if r["quant"] in ("int4", "mixed") else ""  # rows before the search: max
+        lines.append(f"| {r['size']}-{r['res']} | {r['format']} | {r['quant']} | {clip} | {'yes' if r['ok'] else 'no'} | "
                      f"{r['peak_rss_gb']:.2f} | {r['seconds']:.0f} | {r['bundle_gb']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -90,6 +94,7 @@ def main() -> None:
     ap.add_argument("--formats", default="onnx,tflite,onnx+tflite",
                     help="comma list; onnx+tflite converts both formats in one process")
     ap.add_argument("--quants", default="int4,int8")
+    ap.add_argument("--int4-clips", default="mse", help="comma list of convert --int4-clip values (int4 / mixed)")
     ap.add_argument("--extra", default="--max-len 1024 --prefill 16,512", help="more convert options")
     ap.add_argument("--out", default=str(RESULTS / "convert_3b.json"))
     args = ap.parse_args()
@@ -97,9 +102,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pg2edge-convert-bench-") as tmp:
         for fmt in args.formats.split(","):
             for quant in args.quants.split(","):
-                row = measure(args.size, args.res, fmt.replace("+", ","), quant, args.extra.split(), Path(tmp))
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                for clip in args.int4_clips.split(",") if quant in ("int4", "mixed") else ["mse"]:
+                    extra = [*args.extra.split(), "--int4-clip", clip]
+                    row = measure(args.size, args.res, fmt.replace("+", ","), quant, extra, Path(tmp), tag=clip)
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     result = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
               "rows": rows}
     out = Path(args.out)

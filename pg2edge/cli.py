@@ -96,6 +96,9 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--format", "formats", default="onnx", show_default=True, help="comma list: onnx,tflite")
 @click.option("--quant", default="int4", show_default=True, help="f32, int8, int4 or mixed")
 @click.option("--block", type=int, default=32, show_default=True, help="int4 block size: 32, 64, 128")
+@click.option("--int4-clip", type=click.Choice(["mse", "max"]), default="mse", show_default=True,
+              help="int4 scales: mse = searched per block for least error (what --qat int4 trains against), "
+                   "max = max|w| / 7 (a faster conversion)")
 @click.option("--accuracy-level", type=int, default=4, show_default=True,
               help="4 = int8 activations in the kernels (fast), 0 = float activations, equal to the reference "
                    "(ONNX MatMulNBits; TFLite per-channel weights, held in float at run time: small models only)")
@@ -107,9 +110,8 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--report", is_flag=True,
               help="write quant_report.json/.md: per-tensor weight error and output error on a calibration batch")
 @_one_line_errors
-def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, accuracy_level,
-            max_len, prefill,
-            out, force, report) -> None:
+def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, int4_clip,
+            accuracy_level, max_len, prefill, out, force, report) -> None:
     """Convert a checkpoint into an ONNX / TFLite bundle with quantized weights."""
     from rich.console import Console
     from rich.table import Table
@@ -120,7 +122,8 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
     opts = ConvertOptions(size=size, res=res, checkpoint=checkpoint, random_init=random_init, seed=seed,
                           tokenizer=tokenizer, vae=vae,
                           formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
-                          quant=quant, block=block, accuracy_level=accuracy_level, max_len=max_len,
+                          quant=quant, block=block, int4_clip=int4_clip, accuracy_level=accuracy_level,
+                          max_len=max_len,
                           prefill=prefill, out=out, force=force,
                           report=report)
     with RichProgress() as progress:

@@ -44,6 +44,7 @@ class ConvertOptions:
     formats: tuple[str, ...] = ("onnx",)
     quant: str = "int4"
     block: int = 32
+    int4_clip: str = "mse"  # how int4 scales are chosen: "mse" (searched, what QAT trains against) or "max"
     accuracy_level: int = 4  # 4 = int8 activations in the kernels (fast), 0 = float activations (exact)
     max_len: int = 1024
     prefill: tuple[int, ...] = (512,)
@@ -68,6 +69,9 @@ class ConvertOptions:
             raise ConfigError(f"accuracy level {self.accuracy_level}: expected one of {ACCURACY_LEVELS}")
         if self.block not in BLOCKS:
             raise ConfigError(f"block {self.block}: expected one of {', '.join(map(str, BLOCKS))}")
+        from pg2edge.quantize.recipes import get_recipe
+
+        get_recipe(self.quant, self.block, clip=self.int4_clip)  # one-line error for an unknown clip
         if self.quant in ("int4", "mixed"):
             _check_block_divides(cfg, self.block)
         SplitConfig(self.max_len, tuple(sorted(self.prefill))).validate(cfg)
@@ -186,7 +190,8 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
                                "step writes them itself into the buffer bound as both k_i and present_k_i"},
         "postprocess": {"loc_tokens": 1024, "seg_tokens": 128, "loc_denominator": LOC_DENOMINATOR,
                         "box_order": "y0 x0 y1 x1"},
-        "quant": {"recipe": opts.quant, "block": opts.block, "onnx_accuracy_level": opts.accuracy_level},
+        "quant": {"recipe": opts.quant, "block": opts.block, "int4_clip": opts.int4_clip,
+                  "onnx_accuracy_level": opts.accuracy_level},
         "parts": {p.name: _io(p) for p in parts},
         "backends": backends,
     }
@@ -208,7 +213,7 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
     start = time.perf_counter()
     cfg = opts.validate()
     opts, cfg = resolve_finetune_dir(opts, cfg)
-    recipe = get_recipe(opts.quant, opts.block)
+    recipe = get_recipe(opts.quant, opts.block, clip=opts.int4_clip)
     progress.stage("load weights", 1)
     cfg, params, weights = load_weights(opts, cfg)
     progress.advance("load weights")

@@ -25,7 +25,7 @@ import numpy as np
 from pg2edge.config import ConfigError
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.quantize.matmul_view import is_matmul_weight, matmul_label, matmul_view
-from pg2edge.quantize.schemes import QuantizedTensor, Scheme, dequantize_rows, quantize
+from pg2edge.quantize.schemes import CLIPS, QuantizedTensor, Scheme, dequantize_rows, quantize
 
 RECIPE_NAMES = ("f32", "int8", "int4", "mixed")
 BLOCK_SIZES = (32, 64, 128)
@@ -100,14 +100,17 @@ def _rules(name: str, int4: Scheme) -> tuple[Rule, ...]:
             ("*", None))
 
 
-def get_recipe(name: str, block: int = DEFAULT_BLOCK, scale_dtype: str = "float32") -> Recipe:
-    """The named recipe; `block` is the int4 block along K (32, 64 or 128), its scales MSE-searched."""
+def get_recipe(name: str, block: int = DEFAULT_BLOCK, scale_dtype: str = "float32", clip: str = "mse") -> Recipe:
+    """The named recipe; `block` is the int4 block along K (32, 64 or 128); `clip` how int4 scales are chosen
+    ("mse": searched for least error, what QAT trains against; "max": max|w| / 7, a faster conversion)."""
     key = str(name).lower()
     if key not in RECIPE_NAMES:
         raise ConfigError(f"unknown quantization recipe {name!r}: expected one of {', '.join(RECIPE_NAMES)}")
     if block not in BLOCK_SIZES:
         raise ConfigError(f"quantization block {block!r}: expected one of {', '.join(map(str, BLOCK_SIZES))}")
-    int4 = Scheme(bits=4, block=block, scale_dtype=scale_dtype, clip="mse")
+    if clip not in CLIPS:
+        raise ConfigError(f"int4 clip {clip!r}: expected one of {', '.join(CLIPS)}")
+    int4 = Scheme(bits=4, block=block, scale_dtype=scale_dtype, clip=clip)
     rules = tuple((p, None if s is None else replace(s, scale_dtype=scale_dtype)) for p, s in _rules(key, int4))
     return Recipe(name=key, block=block, rules=rules, fallback=replace(INT8_PER_CHANNEL, scale_dtype=scale_dtype))
 

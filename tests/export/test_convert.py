@@ -36,11 +36,29 @@ def test_bundle_has_manifest_with_checksums_and_io(tmp_path):
     assert set(measured) == {r["name"] for r in rows if r["scheme"] != "f32"}
     assert all(0 < e < 0.5 for e in measured.values())
     assert "output_rel_error" in (out / "quant_report.md").read_text().splitlines()[0]
+    assert m["quant"]["int4_clip"] == "mse" and all(r["scheme"].endswith("-mse") for r in decoder)
     again = _convert("--size", "tiny", "--random-init", "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
     forced = _convert("--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "8", "--out", str(out),
                       "--force")
     assert forced.returncode == 0 and json.loads((out / "manifest.json").read_text())["sequence"]["max_len"] == 64
+
+
+def test_int4_clip_max_is_the_plain_scale_and_never_closer(tmp_path):
+    errors = {}
+    for clip in ("max", "mse"):
+        out = tmp_path / clip
+        r = _convert("--size", "tiny", "--random-init", "--quant", "int4", "--int4-clip", clip, "--max-len", "64",
+                     "--prefill", "8", "--out", str(out), "--report")
+        assert r.returncode == 0, r.stderr
+        assert read_manifest(out)["quant"]["int4_clip"] == clip
+        rows = json.loads((out / "quant_report.json").read_text())
+        rows = rows if isinstance(rows, list) else rows["rows"]
+        errors[clip] = {r["name"]: (r["scheme"], r["rel_error"]) for r in rows if r["scheme"].startswith("int4")}
+    assert set(errors["max"]) == set(errors["mse"]) and errors["max"]
+    for name, (scheme, err) in errors["max"].items():
+        searched_scheme, searched = errors["mse"][name]
+        assert scheme + "-mse" == searched_scheme and searched <= err, name  # alpha = 1 is one of the candidates
 
 
 @pytest.mark.parametrize("args, message", [

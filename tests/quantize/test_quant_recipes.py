@@ -161,6 +161,9 @@ def test_get_recipe_errors_are_one_line_config_errors():
         get_recipe("int2")
     with pytest.raises(ConfigError, match=r"^quantization block 48: expected one of 32, 64, 128$"):
         get_recipe("int4", block=48)
+    with pytest.raises(ConfigError, match=r"^int4 clip 'l1': expected one of max, mse$"):
+        get_recipe("int4", clip="l1")
+    assert get_recipe("int4", clip="max").scheme_for("llm/layers/mlp/linear") == Scheme(4, 32)
 
 
 def test_recipe_options_and_manifest_dict():
