@@ -6,7 +6,7 @@ divergence does not make every later position incomparable. Greedy exact match i
 measured separately, on the artifact's own free-running output.
 
 A task-metric delta comes with a paired bootstrap interval (`paired_delta`):
-when 40 % of the greedy captions change, a CIDEr-D delta on a few hundred
+when a third of the greedy captions change, a CIDEr-D delta on a few hundred
 captions is noise of several points either way, and a report must say how
 much of a delta its sample can resolve.
 """

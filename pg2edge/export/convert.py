@@ -69,9 +69,10 @@ class ConvertOptions:
             raise ConfigError(f"accuracy level {self.accuracy_level}: expected one of {ACCURACY_LEVELS}")
         if self.block not in BLOCKS:
             raise ConfigError(f"block {self.block}: expected one of {', '.join(map(str, BLOCKS))}")
-        from pg2edge.quantize.recipes import get_recipe
+        from pg2edge.quantize.schemes import CLIPS
 
-        get_recipe(self.quant, self.block, clip=self.int4_clip)  # one-line error for an unknown clip
+        if self.int4_clip not in CLIPS:
+            raise ConfigError(f"int4 clip {self.int4_clip!r}: expected one of {', '.join(CLIPS)}")
         if self.quant in ("int4", "mixed"):
             _check_block_divides(cfg, self.block)
         SplitConfig(self.max_len, tuple(sorted(self.prefill))).validate(cfg)

@@ -138,3 +138,12 @@ def test_tflite_files_converted_in_child_processes_are_the_same(tmp_path, monkey
     here = bundle("in_process")
     monkeypatch.setattr(tflite_bundle, "ISOLATE_ABOVE_BYTES", 0)
     assert bundle("isolated") == here and len(here) == 3
+
+
+def test_unknown_int4_clip_is_a_config_error(tmp_path):
+    from pg2edge.config import ConfigError
+    from pg2edge.export.convert import ConvertOptions
+
+    with pytest.raises(ConfigError, match=r"^int4 clip 'l1': expected one of max, mse$"):
+        ConvertOptions(size="tiny", random_init=True, int4_clip="l1", out=tmp_path / "b").validate()
+    assert not (tmp_path / "b").exists()
