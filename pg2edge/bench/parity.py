@@ -133,12 +133,13 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         cells = [r["artifact"], r["format"], r["quant"], f"{r['top1_agreement']:.4f}",
                  f"{r['greedy_exact_match']:.3f}", f"{r['kl']:.2e}", f"{r['cosine_mean']:.5f}",
-                 f"{r['cosine_min']:.5f}", *(_delta_cell(r, t) for t in tasks)]
+                 f"{r['cosine_min']:.5f}", *(delta_cell(r, t) for t in tasks)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + verdict(result)) + "\n"
 
 
-def _delta_cell(row: dict, task: str) -> str:
+def delta_cell(row: dict, task: str) -> str:
+    """A task's change in points, with its 95 % half-width when the row has intervals: `+1.2 ±3.4`."""
     ci = row.get("task_delta_ci", {}).get(task)
     cell = f"{100 * row['task_metric_delta'][task]:+.1f}"
     return cell if ci is None else f"{cell} ±{50 * (ci['hi'] - ci['lo']):.1f}"
