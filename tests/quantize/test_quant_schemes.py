@@ -186,33 +186,29 @@ def test_mse_clip_picks_the_least_error_grid_scale(case):
     w, scheme = case
     qt = quantize(w, scheme)
     assert qt.q.min() >= -scheme.qmax - 1 and qt.q.max() <= scheme.qmax and (qt.scales > 0).all()
+    w_nbk = w.T.reshape(qt.n, qt.n_blocks, qt.block_size)
+    codes = np.clip(np.rint(w_nbk / qt.scales[..., None]), -scheme.qmax - 1, scheme.qmax)
+    np.testing.assert_array_equal(codes.reshape(qt.n, -1), qt.q)  # the codes are those of the chosen scale
+    grid = np.stack([_grid_scales(w_nbk, scheme, alpha) for alpha in CLIP_GRID])
+    assert (grid == qt.scales).any(axis=0).all()  # each block's scale is one of its candidates
     err = _block_errors(w, qt)
-    plain = replace(scheme, clip="max")
-    assert (err <= _block_errors(w, quantize(w, plain)) * (1 + 1e-5) + 1e-30).all()  # alpha = 1 is a candidate
-    amax = np.abs(w.T.reshape(qt.n, qt.n_blocks, qt.block_size)).max(-1)
-    for alpha in CLIP_GRID:  # and so is every other alpha: none beats the choice
-        cand = quantize(w * np.float32(1 / alpha), plain)  # the alpha * max|w| scale, through the plain path
-        cand_scales = cand.scales * np.float32(alpha)
-        if scheme.scale_dtype == "float32":
-            np.testing.assert_allclose(cand_scales, np.maximum(amax * np.float32(alpha) / scheme.qmax,
-                                                               cand_scales), rtol=1e-6)
-        q = np.clip(np.rint(w.T.reshape(qt.n, qt.n_blocks, -1) / qt.scales[..., None]), -scheme.qmax - 1,
-                    scheme.qmax)
-        np.testing.assert_array_equal(q.reshape(qt.n, -1), qt.q)  # codes are those of the chosen scale
-    brute = np.stack([_grid_error(w, scheme, alpha) for alpha in CLIP_GRID]).min(0)
+    brute = np.stack([_grid_error(w_nbk, scale, scheme) for scale in grid]).min(0)  # float64, independently
     assert (err <= brute * (1 + 1e-5) + 1e-30).all()
+    plain = _block_errors(w, quantize(w, replace(scheme, clip="max")))
+    assert (err <= plain * (1 + 1e-5) + 1e-30).all()  # alpha = 1 is a candidate: never worse than max|w|
 
 
-def _grid_error(w, scheme, alpha):
-    """Block squared errors (float64) of quantizing with scale alpha * max|w| / qmax (float32 path)."""
-    from pg2edge.quantize.schemes import _MIN_SCALE, _scales
+def _grid_scales(w_nbk, scheme, alpha):
+    """The candidate scales of alpha * max|w| / qmax (float16-rounded when the scheme says so)."""
+    from pg2edge.quantize.schemes import _scales
 
-    n_blocks = w.shape[0] // scheme.block
-    w_nbk = w.T.reshape(w.shape[1], n_blocks, scheme.block)
-    scale = _scales(np.abs(w_nbk).max(-1) * np.float32(alpha), scheme, None)
-    assert (scale >= _MIN_SCALE[scheme.scale_dtype]).all()
+    return _scales(np.abs(w_nbk).max(-1) * np.float32(alpha), scheme, None)
+
+
+def _grid_error(w_nbk, scale, scheme):
+    """Block squared errors in float64 of quantizing with `scale` per block."""
     q = np.clip(np.rint(w_nbk / scale[..., None]), -scheme.qmax - 1, scheme.qmax)
-    return ((q * scale[..., None]).astype(np.float64) - w_nbk.astype(np.float64)) ** 2 @ np.ones(scheme.block)
+    return (((q * scale[..., None]).astype(np.float64) - w_nbk.astype(np.float64)) ** 2).sum(-1)
 
 
 def test_mse_clip_trades_an_outlier_for_a_finer_step():
