@@ -55,13 +55,24 @@ def reference(predictor: JaxPredictor, examples: list, batch: int = 16) -> list[
     return out
 
 
-def task_delta_cis(examples: list, ref_scores: list[float], scores: list[float]) -> dict:
-    """{task: paired bootstrap interval of the per-example score change} (metric units, not points)."""
+def task_delta_cis(examples: list, ref_scores: list[float], scores: list[float], deltas: dict) -> dict:
+    """{task: 95 % paired bootstrap interval of its metric change} (metric units, not points).
+
+    The spread comes from the per-example scores, the centre is the metric's own
+    change `deltas[task]`: the same thing for mean-of-examples metrics, and for
+    pooled ones (CER's edits over characters, detection counts) an interval
+    around the figure the table reports rather than around a different mean.
+    """
     by_task: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         by_task.setdefault(ex.task, []).append(i)
-    return {task: paired_delta([ref_scores[i] for i in idx], [scores[i] for i in idx])
-            for task, idx in by_task.items()}
+    out = {}
+    for task, idx in by_task.items():
+        ci = paired_delta([ref_scores[i] for i in idx], [scores[i] for i in idx])
+        d, shift = deltas[task], deltas[task] - ci["delta"]
+        out[task] = {"delta": d, "lo": min(d, ci["lo"] + shift), "hi": max(d, ci["hi"] + shift),  # no rounding
+                     "n": ci["n"], "per_example_delta": ci["delta"]}                          # leaves d outside
+    return out
 
 
 def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_metrics: dict,
@@ -77,7 +88,7 @@ def artifact_rows(bundle: Path, backend: str, examples: list, ref: list, ref_met
     metrics, _, primary, scores = score_all(examples, texts)
     delta = {task: metrics[task][primary[task]] - ref_metrics[task][primary[task]] for task in metrics}
     return {**tally.summary(), "task_metrics": {t: metrics[t][primary[t]] for t in metrics},
-            "task_metric_delta": delta, "task_delta_ci": task_delta_cis(examples, ref_scores, scores),
+            "task_metric_delta": delta, "task_delta_ci": task_delta_cis(examples, ref_scores, scores, delta),
             "seconds": time.perf_counter() - t0}
 
 

@@ -41,13 +41,13 @@ def compare(examples: list, ref: EvalReport, rep: EvalReport) -> dict:
     by_task: dict[str, list[bool]] = {}
     for ex, s in zip(examples, same):
         by_task.setdefault(ex.task, []).append(s)
+    delta = {t: rep.metrics[t][rep.primary[t]] - ref.metrics[t][ref.primary[t]] for t in rep.metrics}
     return {"greedy_exact_match": float(np.mean(same)),
             "greedy_exact_by_task": {t: float(np.mean(v)) for t, v in by_task.items()},
             "task_metrics": {t: rep.metrics[t][rep.primary[t]] for t in rep.metrics},
-            "task_metric_delta": {t: rep.metrics[t][rep.primary[t]] - ref.metrics[t][ref.primary[t]]
-                                  for t in rep.metrics},
+            "task_metric_delta": delta,
             "task_delta_ci": task_delta_cis(examples, [r["score"] for r in ref.predictions],
-                                            [r["score"] for r in rep.predictions])}
+                                            [r["score"] for r in rep.predictions], delta)}
 
 
 def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, str], ...] = VARIANTS, batch: int = 32,

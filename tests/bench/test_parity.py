@@ -34,3 +34,17 @@ def test_verdict_judges_point_estimates_and_their_intervals():
                         "ocr), not resolved: the 95 % bound on ocr's loss is 9.5 points over 100 examples.")
     md = markdown(result)
     assert "| -0.2 ±0.5 | +0.1 ±0.5 |" in md and lines[1] in md
+
+
+def test_task_intervals_are_centred_on_the_metric_change():
+    from types import SimpleNamespace
+
+    from pg2edge.bench.parity import task_delta_cis
+
+    examples = [SimpleNamespace(task="ocr")] * 4 + [SimpleNamespace(task="color")] * 2
+    ref = [0.5, 1.0, 2.0, 0.0, 1.0, 0.0]
+    new = [0.5, 0.0, 2.0, 1.0, 1.0, 1.0]  # ocr: per-example mean unchanged; color: +0.5
+    cis = task_delta_cis(examples, ref, new, {"ocr": 0.1, "color": 0.5})  # a pooled CER moved by +0.1
+    assert cis["ocr"]["delta"] == 0.1 and cis["ocr"]["per_example_delta"] == 0.0
+    assert cis["ocr"]["lo"] < 0.1 < cis["ocr"]["hi"] and cis["ocr"]["n"] == 4
+    assert cis["color"]["delta"] == cis["color"]["per_example_delta"] == 0.5
