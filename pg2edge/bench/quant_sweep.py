@@ -20,13 +20,12 @@ import jax
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
-from pg2edge.bench.parity import MAX_NEW_TOKENS, delta_cell, task_delta_cis
-from pg2edge.eval.datasets import load_suite
+from pg2edge.bench.parity import (MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary,
+                                  task_changes)
 from pg2edge.eval.predictors import JaxPredictor
 from pg2edge.eval.report import EvalReport, evaluate
 from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 from pg2edge.shipped_model import DEFAULT_MODEL, shipped_model
-from pg2edge.tasks.suite import split_indices, write_suite
 
 # (row name, recipe, int4 block, int4 clip)
 VARIANTS = (("int8", "int8", 32, "mse"),
@@ -41,13 +40,13 @@ def compare(examples: list, ref: EvalReport, rep: EvalReport) -> dict:
     by_task: dict[str, list[bool]] = {}
     for ex, s in zip(examples, same):
         by_task.setdefault(ex.task, []).append(s)
-    delta = {t: rep.metrics[t][rep.primary[t]] - ref.metrics[t][ref.primary[t]] for t in rep.metrics}
     return {"greedy_exact_match": float(np.mean(same)),
             "greedy_exact_by_task": {t: float(np.mean(v)) for t, v in by_task.items()},
-            "task_metrics": {t: rep.metrics[t][rep.primary[t]] for t in rep.metrics},
-            "task_metric_delta": delta,
-            "task_delta_ci": task_delta_cis(examples, [r["score"] for r in ref.predictions],
-                                            [r["score"] for r in rep.predictions], delta)}
+            **task_changes(examples, _scored(ref), _scored(rep))}
+
+
+def _scored(rep: EvalReport) -> Scored:
+    return rep.metrics, rep.primary, [r["score"] for r in rep.predictions]
 
 
 def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, str], ...] = VARIANTS, batch: int = 32,
@@ -56,16 +55,13 @@ def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, st
     model = shipped_model(DEFAULT_MODEL)
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pg2edge-sweep-") as tmp:
-        suite = write_suite(Path(tmp) / "heldout", model.suite,
-                            only=split_indices(model.suite, "test", limit=images))
-        examples = load_suite(suite.out / "test.jsonl")
+        examples = heldout_examples(model, images, Path(tmp))
         base = JaxPredictor.from_checkpoint(model.path)
         ref = evaluate(base, examples, batch, MAX_NEW_TOKENS)
         float_params = jax.tree.map(np.asarray, base.params)
         result = {"model": model.name, "images": len({ex.image for ex in examples}), "examples": len(examples),
                   "max_new_tokens": MAX_NEW_TOKENS, "machine": machine_info(),
-                  "reference": {"task_metrics": {t: ref.metrics[t][ref.primary[t]] for t in ref.metrics},
-                                "primary": ref.primary}, "rows": []}
+                  "reference": reference_summary(_scored(ref)), "rows": []}
         for name, quant, block, clip in variants:
             params = fake_quant_params(float_params, get_recipe(quant, block, clip=clip))
             predictor = JaxPredictor(jax.tree.map(jax.numpy.asarray, params), base.cfg, base.tokenizer, name=name)

@@ -143,17 +143,17 @@ def _scales(amax: np.ndarray, scheme: Scheme, name: str | None) -> np.ndarray:
     return np.maximum(scale, _MIN_SCALE[scheme.scale_dtype])
 
 
-def _codes(w_nbk: np.ndarray, scale_nb: np.ndarray, scheme: Scheme) -> np.ndarray:
-    q = np.rint(w_nbk / scale_nb[..., None])
+def _codes(w: np.ndarray, scale: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """clip(round_half_even(w / scale)) as float32, in one new buffer (`scale` broadcasts against `w`)."""
+    q = np.divide(w, scale)
+    np.rint(q, out=q)
     return np.clip(q, -scheme.qmax - 1, scheme.qmax, out=q)
 
 
 def _block_sq_error(w_bx: np.ndarray, scale_x: np.ndarray, scheme: Scheme) -> np.ndarray:
     """Per-block sum of (w_hat - w)^2 for weights laid out block-entry-first ([block, ...]): entry j is
     added to entry j + half, halving until one is left (train.qat adds the same pairs in the same order)."""
-    e = np.divide(w_bx, scale_x)  # one buffer, reused in place: this loop is most of an int4 conversion
-    np.rint(e, out=e)
-    np.clip(e, -scheme.qmax - 1, scheme.qmax, out=e)
+    e = _codes(w_bx, scale_x, scheme)  # one buffer, reused in place: this loop is most of an int4 conversion
     np.multiply(e, scale_x, out=e)
     np.subtract(e, w_bx, out=e)
     np.multiply(e, e, out=e)
@@ -189,7 +189,7 @@ def _quantize_rows(w_nk: np.ndarray, scheme: Scheme, block: int,
     w_nbk = w_nk.reshape(n, k // block, block)
     amax = np.abs(w_nbk).max(axis=-1)
     scale = _searched_scales(w_nbk, amax, scheme, name) if scheme.clip == "mse" else _scales(amax, scheme, name)
-    return _codes(w_nbk, scale, scheme).astype(np.int8).reshape(n, k), scale
+    return _codes(w_nbk, scale[..., None], scheme).astype(np.int8).reshape(n, k), scale
 
 
 def quantize(w_kn: np.ndarray, scheme: Scheme, *, name: str | None = None) -> QuantizedTensor:
