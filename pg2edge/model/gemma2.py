@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pg2edge.config import TextConfig
-from pg2edge.model.layers import apply_rope, gelu_tanh, rms_norm, soft_cap, softmax
+from pg2edge.model.layers import apply_rope, flat_rows, gelu_tanh, rms_norm, soft_cap, softmax
 
 
 class KVCache(NamedTuple):
@@ -212,9 +212,10 @@ def _attention_in_place(p: dict, cfg: TextConfig, layer: int, x_btd: jax.Array, 
 
 
 def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
-    """GeGLU: gelu(x W_gate) * (x W_up) @ W_down."""
-    gate, up = x_btd @ p["gating_einsum"][0], x_btd @ p["gating_einsum"][1]  # both first: exporters fuse them
-    return (gelu_tanh(gate) * up) @ p["linear"]
+    """GeGLU: gelu(x W_gate) * (x W_up) @ W_down, on the rows flattened to 2-D (`flat_rows`)."""
+    x = flat_rows(x_btd)
+    gate, up = x @ p["gating_einsum"][0], x @ p["gating_einsum"][1]  # both first: exporters fuse them
+    return ((gelu_tanh(gate) * up) @ p["linear"]).reshape(x_btd.shape)
 
 
 def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks | None,

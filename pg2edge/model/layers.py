@@ -35,6 +35,12 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return (y * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
 
 
+def flat_rows(x: jax.Array) -> jax.Array:
+    """[..., D] -> [rows, D] before an MLP's matmuls: XLA:CPU differentiates a 3-D dot fused with GELU ~3x
+    slower than the same dot on 2-D rows (the training step's largest cost); the values are unchanged."""
+    return x.reshape(-1, x.shape[-1])
+
+
 @jax.jit
 def gelu_tanh(x: jax.Array) -> jax.Array:
     """The tanh-approximated GELU both towers use."""

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from pg2edge.config import VisionConfig
-from pg2edge.model.layers import gelu_tanh, layer_norm, softmax
+from pg2edge.model.layers import flat_rows, gelu_tanh, layer_norm, softmax
 
 
 def patchify(pixels_bhwc: jax.Array, patch: int) -> jax.Array:
@@ -37,9 +37,9 @@ def _block(p: dict, cfg: VisionConfig, x_bnd: jax.Array) -> jax.Array:
 
     mlp = p["MlpBlock_0"]
     y = layer_norm(x_bnd, p["LayerNorm_1"]["scale"], p["LayerNorm_1"]["bias"], cfg.norm_eps)
-    y = gelu_tanh(y @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"])
+    y = gelu_tanh(flat_rows(y) @ mlp["Dense_0"]["kernel"] + mlp["Dense_0"]["bias"])
     y = y @ mlp["Dense_1"]["kernel"] + mlp["Dense_1"]["bias"]
-    return x_bnd + y
+    return x_bnd + y.reshape(x_bnd.shape)
 
 
 def _layer(stacked: dict, i: int) -> dict:
