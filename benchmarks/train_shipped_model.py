@@ -6,12 +6,13 @@ Every step is a plain `pg2edge` command (recorded verbatim in each model's
 training.json), so the same model can be rebuilt by hand:
 
 1. `pg2edge tasks` writes the suite (the seed, size and resolution below);
-2. `pg2edge pretrain-vision --size mini` trains the image tower alone on each image's words and on the
-   label of each box's centre token (PaliGemma's SigLIP stage in miniature), every other weight as
-   `--random-init` draws it;
-3. `pg2edge finetune --checkpoint <tower run> --tasks color,count_shape,count_color --trainable decoder`
-   teaches the decoder to look up one object among several on the short VQA lines alone (the tower
-   frozen, as PaliGemma protects its tower from a fresh decoder's gradients), then
+2. `pg2edge pretrain-vision --size mini` trains the image tower alone on each image's words, on the
+   label of each box's centre token and on that token's box edges (PaliGemma's SigLIP stage in
+   miniature, with LocCa-style location terms), every other weight as `--random-init` draws it;
+3. `pg2edge finetune --checkpoint <tower run> --tasks detect --trainable decoder` teaches the decoder to
+   find the object a prompt names and write its box (the tower frozen from here on, as PaliGemma
+   protects its tower from a fresh decoder's gradients); `--tasks color,count_shape,count_color` then
+   reads other properties of the object it finds, on the short VQA lines alone, and
    `pg2edge finetune --checkpoint <lookup run> --trainable decoder` trains on the whole suite;
 4. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
    fake-quant, distilled from the float model itself (the loss is the KL to the float model's
@@ -38,11 +39,15 @@ from pg2edge.tasks import SuiteConfig, is_current
 ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
 SUITE = {"n": 16000, "seed": 0, "res": 112, "layout": "grid"}
 TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64", "--lr", "1e-3",
-             "--region-weight", "1"]
+             "--region-weight", "1", "--box-weight", "1"]
 LOOKUP_RUN = ["--tasks", "color,count_shape,count_color", "--trainable", "decoder", "--steps", "1000", "--batch", "32",
               "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "16", "--log-every", "50", "--save-every", "1000"]
+DETECT_RUN = ["--tasks", "detect", "--trainable", "decoder", "--steps", "800", "--batch", "32", "--lr", "2e-3",
+              "--warmup", "0.03", "--max-text-len", "40", "--log-every", "50", "--save-every", "800"]
 FLOAT_RUN = ["--trainable", "decoder", "--steps", "500", "--batch", "32", "--lr", "1e-3", "--warmup", "0.05",
              "--max-text-len", "48", "--log-every", "50", "--save-every", "500"]
+# Decoder stages, each from the previous one's output (the first from the tower run); the last is the model.
+DECODER_STAGES = [("detect", DETECT_RUN), ("lookup", LOOKUP_RUN), ("float", FLOAT_RUN)]
 QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
            "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
 
@@ -94,25 +99,25 @@ def main() -> None:
         commands.append(pg2edge(*tasks_args, "--force")[0])
     else:
         commands.append("pg2edge " + shlex.join(tasks_args))
-    tower_dir, lookup_dir, float_dir = work / "tower", work / "lookup", work / "float"
-    qat_dir = work / "qat-int4"
+    tower_dir, float_dir, qat_dir = work / "tower", work / "float", work / "qat-int4"
     if args.qat_only:
         float_dir = ASSETS / args.name
-        commands += json.loads((float_dir / "training.json").read_text())["commands"][1:4]
+        commands += json.loads((float_dir / "training.json").read_text())["commands"][1:2 + len(DECODER_STAGES)]
     else:
-        for stale in (tower_dir, lookup_dir, float_dir):  # finished runs would be refused or resumed, not retrained
+        stage_dirs = [work / name for name, _ in DECODER_STAGES[:-1]] + [float_dir]
+        for stale in (tower_dir, *stage_dirs):  # finished runs would be refused or resumed, not retrained
             shutil.rmtree(stale, ignore_errors=True)
         train = str(suite / "train.jsonl")
-        tower_line, tower_s = pg2edge("pretrain-vision", *TOWER_RUN, "--data", train, "--out", str(tower_dir))
-        lookup_line, lookup_s = pg2edge("finetune", "--checkpoint", str(tower_dir), *LOOKUP_RUN, "--data", train,
-                                        "--out", str(lookup_dir))
-        line, float_s = pg2edge("finetune", "--checkpoint", str(lookup_dir), *FLOAT_RUN, "--data", train,
-                                "--out", str(float_dir))
-        commands += [tower_line, lookup_line, line]
+        line, seconds = pg2edge("pretrain-vision", *TOWER_RUN, "--data", train, "--out", str(tower_dir))
+        commands.append(line)
+        stage_seconds, source = {"tower": round(seconds)}, tower_dir
+        for (name, run), out in zip(DECODER_STAGES, stage_dirs):
+            line, seconds = pg2edge("finetune", "--checkpoint", str(source), *run, "--data", train, "--out", str(out))
+            commands.append(line)
+            stage_seconds[name], source = round(seconds), out
         eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")
         record = {"suite": SUITE, "commands": commands + [eval_line], "command": line,
-                  "train_seconds": round(tower_s + lookup_s + float_s), "tower_seconds": round(tower_s),
-                  "lookup_seconds": round(lookup_s), "finetune_seconds": round(float_s),
+                  "train_seconds": sum(stage_seconds.values()), "stage_seconds": stage_seconds,
                   "test_metrics": float_metrics}
         print("float:", install(float_dir, args.name, record))
     if qat_dir.exists():  # a finished earlier run would be resumed (and not retrained)

@@ -287,6 +287,10 @@ def finetune(distributed: bool, **options) -> None:
               help="the random init of every weight, as finetune --random-init --seed draws it")
 @click.option("--region-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="weight of the region term (the token under each labelled box's centre scores its label)")
+@click.option("--box-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="weight of the box term (the token under each box's centre scores its <loc> edges)")
+@click.option("--box-sigma", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="width of the box term's soft target, in <loc> bins")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")

@@ -20,6 +20,13 @@ on the centre tokens of objects in multi-object images: shape 0.51 with the bag
 alone, 0.98 with the region term, 800 steps of 64; benchmarks/tower_probe.py); the
 decoder cannot look up "the star" in tokens that do not say which one is the star.
 
+A box term makes the same token say where its object's edges are: through one
+learned map per edge (discarded afterwards), it scores the `<loc>` bins with the
+decoder's fixed ordinal `<loc>` rows (`init.ordinal_loc_rows`) against a Gaussian
+a few bins wide around each true edge. A decoder reading a box off its tokens then
+learns to write it in one short stage: after 800 steps on the `detect` lines (tower
+frozen), 0.79 of test boxes at IoU >= 0.5 with it and 0.41 without.
+
 The output directory holds the full model (the tower trained, every other weight
 exactly as `finetune --random-init --seed S` draws it), its config and tokenizer,
 so `pg2edge finetune --checkpoint DIR` continues from it. It runs in one process
@@ -32,6 +39,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +49,7 @@ import numpy as np
 import optax
 
 from pg2edge.checkpoint.fsutil import atomic_dir
-from pg2edge.config import ModelConfig
+from pg2edge.config import NUM_LOC_TOKENS, ModelConfig
 from pg2edge.model import siglip
 from pg2edge.postprocess import parse_objects
 from pg2edge.preprocess import preprocess_batch
@@ -49,7 +57,7 @@ from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
-from pg2edge.train.init import from_scratch_params
+from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.optim import CLIP_NORM, lr_schedule
 from pg2edge.train.options import TrainOptions
@@ -75,6 +83,8 @@ class VisionPretrainOptions:
     skip_bad: bool = False
     log_every: int = 50
     region_weight: float = 1.0  # weight of the region term (0: the image-level bag alone)
+    box_weight: float = 1.0  # weight of the box term (0: none)
+    box_sigma: float = 8.0  # width, in <loc> bins, of the box term's soft target
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +96,7 @@ class ImageWords:
     positives: np.ndarray  # float32 [N, V]
     region_cells: np.ndarray  # int32 [N, R]: image tokens under labelled box centres, -1 = none
     region_words: np.ndarray  # uint8 [N, R, V]: the words of the labels placed at that token
+    region_bins: np.ndarray  # int32 [N, R, 4]: <loc> bins (y0, x0, y1, x1) of that token's box, -1 = none
     skipped: int = 0  # bad JSONL lines dropped under skip_bad
 
 
@@ -97,14 +108,16 @@ def centre_cell(box_xyxy: tuple[float, float, float, float], cfg: ModelConfig) -
     return row * grid + col
 
 
-def _regions(suffix: str, tok: Tokenizer, cfg: ModelConfig) -> Iterator[tuple[int, set[int]]]:
-    """(centre cell, label word tokens) of every labelled box the suffix places; a label is encoded as it
-    stands in the suffix, after a space."""
+def _regions(suffix: str, tok: Tokenizer, cfg: ModelConfig) -> Iterator[tuple[int, set[int], tuple[int, ...]]]:
+    """(centre cell, label word tokens, <loc> bins y0 x0 y1 x1) of every labelled box the suffix places; a
+    label is encoded as it stands in the suffix, after a space."""
     res = cfg.resolution
     for obj in parse_objects(suffix, (res, res)):
         ids = {i for i in tok.encode(" " + obj.label) if i < cfg.text.loc_start}
         if ids:
-            yield centre_cell(obj.box, cfg), ids
+            x0, y0, x1, y1 = obj.box
+            bins = tuple(int(round(v / res * (NUM_LOC_TOKENS - 1))) for v in (y0, x0, y1, x1))
+            yield centre_cell(obj.box, cfg), ids, bins
 
 
 def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = False) -> ImageWords:
@@ -114,12 +127,14 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
     read = read_examples(data, skip_bad=skip_bad)
     bags: dict[Path, set[int]] = {}
     regions: dict[Path, dict[int, set[int]]] = {}
+    boxes: dict[Path, dict[int, tuple[int, ...]]] = {}
     for ex in read.examples:
         ids = {i for i in tok.encode(ex.suffix) if i < cfg.text.loc_start}
         bags.setdefault(ex.image, set()).update(ids)
         cells = regions.setdefault(ex.image, {})
-        for cell, label in _regions(ex.suffix, tok, cfg):
+        for cell, label, bins in _regions(ex.suffix, tok, cfg):
             cells.setdefault(cell, set()).update(label)
+            boxes.setdefault(ex.image, {}).setdefault(cell, bins)
     labels = {t for cells in regions.values() for ids in cells.values() for t in ids}
     vocab = np.array(sorted(labels.union(*bags.values())), np.int32)
     if vocab.size == 0:
@@ -129,18 +144,39 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
     most = max((len(r) for r in regions.values()), default=0)
     cells = np.full((len(bags), most), -1, np.int32)
     region_words = np.zeros((len(bags), most, vocab.size), np.uint8)
+    region_bins = np.full((len(bags), most, 4), -1, np.int32)
     for i, (image, ids) in enumerate(bags.items()):
         positives[i, [column[t] for t in ids]] = 1.0
         for r, (cell, label) in enumerate(sorted(regions[image].items())):
             cells[i, r] = cell
             region_words[i, r, [column[t] for t in label]] = 1
-    return ImageWords(tuple(bags), vocab, positives, cells, region_words, len(read.problems))
+            region_bins[i, r] = boxes[image][cell]
+    return ImageWords(tuple(bags), vocab, positives, cells, region_words, region_bins, len(read.problems))
 
 
 def word_head(key: jax.Array, words: int, width: int) -> dict:
     """One vector per word (scaled like an embedding row) and a bias that starts low: most words are
     absent from most images."""
     return {"words": jax.random.normal(key, (words, width)) / math.sqrt(width), "bias": jnp.full((words,), -2.0)}
+
+
+def box_head(key: jax.Array, width: int) -> jax.Array:
+    """One [width, width] map per box edge (y0, x0, y1, x1), from a token to the `<loc>` rows' space."""
+    return jax.random.normal(key, (4, width, width)) / math.sqrt(width)
+
+
+def box_loss(tokens: jax.Array, box: jax.Array, loc_rows: jax.Array, cells: jax.Array, bins: jax.Array,
+             sigma: float) -> jax.Array:
+    """Mean over boxed regions and edges of the cross-entropy between the `<loc>` distribution that the
+    token under the box centre scores through `box` against the fixed ordinal `<loc>` rows, and a Gaussian
+    of width `sigma` bins around the edge's bin; 0 when the batch has no box."""
+    picked = jnp.take_along_axis(tokens, jnp.maximum(cells, 0)[..., None], axis=1)  # [B, R, D]
+    logits = jnp.einsum("brd,kde,ve->brkv", picked, box, loc_rows)  # [B, R, 4, 1024]
+    grid = jnp.arange(loc_rows.shape[0], dtype=jnp.float32)
+    target = jax.nn.softmax(-0.5 * ((grid - bins[..., None].astype(jnp.float32)) / sigma) ** 2, axis=-1)
+    per_edge = -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)  # [B, R, 4]
+    used = ((cells >= 0) & (bins[..., 0] >= 0)).astype(jnp.float32)
+    return jnp.sum(per_edge.mean(-1) * used) / jnp.maximum(used.sum(), 1.0)
 
 
 def word_logits(cfg: ModelConfig, theta: dict, pixels: jax.Array) -> jax.Array:
@@ -175,19 +211,23 @@ def region_loss(tokens: jax.Array, theta: dict, cells: jax.Array, region_words: 
     return jnp.sum(per_region * used) / jnp.maximum(used.sum(), 1.0)
 
 
-def _step_fn(cfg: ModelConfig, optimizer: optax.GradientTransformation, region_weight: float) -> Callable:
+def _step_fn(cfg: ModelConfig, optimizer: optax.GradientTransformation, opts: VisionPretrainOptions) -> Callable:
+    loc_rows = ordinal_loc_rows(cfg.text)
+
     def loss_fn(theta: dict, pixels: jax.Array, positives: jax.Array, cells: jax.Array,
-                region_words: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+                region_words: jax.Array, bins: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
         tokens = siglip.encode(theta["img"], cfg.vision, pixels)
         bag = optax.sigmoid_binary_cross_entropy(_pooled(tokens, theta), positives).mean()
         region = region_loss(tokens, theta, cells, region_words)
-        return bag + region_weight * region, (bag, region)
+        boxes = box_loss(tokens, theta["box"], loc_rows, cells, bins, opts.box_sigma) if opts.box_weight \
+            else jnp.zeros(())
+        return bag + opts.region_weight * region + opts.box_weight * boxes, (bag, region, boxes)
 
     @jax.jit
     def step(theta: dict, opt_state: optax.OptState, pixels: jax.Array, positives: jax.Array, cells: jax.Array,
-             region_words: jax.Array):
+             region_words: jax.Array, bins: jax.Array):
         (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta, pixels, positives, cells,
-                                                                        region_words)
+                                                                        region_words, bins)
         updates, opt_state = optimizer.update(grads, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state, loss, parts
 
@@ -200,8 +240,11 @@ def _check(opts: VisionPretrainOptions) -> None:
             raise DataError(f"--{name.replace('_', '-')}: expected a positive integer, found {getattr(opts, name)}")
     if not opts.lr > 0 or not 0 <= opts.warmup < 1:
         raise DataError(f"--lr must be > 0 and --warmup in [0, 1), found {opts.lr} and {opts.warmup}")
-    if not opts.region_weight >= 0:
-        raise DataError(f"--region-weight must be >= 0, found {opts.region_weight}")
+    if not opts.region_weight >= 0 or not opts.box_weight >= 0:
+        raise DataError(f"--region-weight and --box-weight must be >= 0, found {opts.region_weight} and "
+                        f"{opts.box_weight}")
+    if not opts.box_sigma > 0:
+        raise DataError(f"--box-sigma must be > 0 (bins), found {opts.box_sigma}")
 
 
 def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = lambda message: None,
@@ -239,23 +282,35 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
            out: Path) -> tuple[dict, list[dict], float]:
     """(trained tower + word vectors, logged records, seconds of the first step); metrics go to out/metrics.jsonl."""
     theta = {"img": img, **word_head(jax.random.PRNGKey(opts.seed + 1), words.vocab.size, cfg.text.width)}
+    if opts.box_weight:
+        theta["box"] = box_head(jax.random.PRNGKey(opts.seed + 2), cfg.text.width)
     optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
     opt_state = optimizer.init(theta)
-    step = _step_fn(cfg, optimizer, opts.region_weight)
+    step = _step_fn(cfg, optimizer, opts)
     records, compile_s = [], 0.0
+
+    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
+        return pick, preprocess_batch([words.images[j] for j in pick], cfg.resolution)
+
     with MetricsLog(out) as metrics, \
-            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar:
+            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-images") as loader:
         clock = time.perf_counter()
+        pending = loader.submit(batch, 1)
         for i in range(1, opts.steps + 1):
-            pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
-            pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
-            theta, opt_state, loss, (bag, region) = step(
+            pick, pixels = pending.result()
+            if i < opts.steps:  # decode the next step's images while this one runs
+                pending = loader.submit(batch, i + 1)
+            theta, opt_state, loss, (bag, region, boxes) = step(
                 theta, opt_state, jnp.asarray(pixels), jnp.asarray(words.positives[pick]),
-                jnp.asarray(words.region_cells[pick]), jnp.asarray(words.region_words[pick], jnp.float32))
+                jnp.asarray(words.region_cells[pick]), jnp.asarray(words.region_words[pick], jnp.float32),
+                jnp.asarray(words.region_bins[pick]))
             if i == 1:
                 compile_s = time.perf_counter() - clock
             if i == 1 or i % opts.log_every == 0 or i == opts.steps:
                 record = {"step": i, "loss": float(loss), "bag_loss": float(bag), "region_loss": float(region),
+                          "box_loss": float(boxes),
                           "examples_seen": i * opts.batch,
                           "steps_per_s": i / (time.perf_counter() - clock)}
                 metrics.write(record)

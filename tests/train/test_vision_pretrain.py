@@ -15,10 +15,10 @@ from pg2edge.config import get_config
 from pg2edge.param_layout import flatten
 from pg2edge.tasks import DataError, SuiteConfig, read_examples, write_suite
 from pg2edge.train import TrainOptions
-from pg2edge.train.init import from_scratch_params
+from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.source import load_source, resolve_tokenizer
-from pg2edge.train.vision_pretrain import (VisionPretrainOptions, centre_cell, image_words, pretrain_vision,
-                                           region_loss)
+from pg2edge.train.vision_pretrain import (VisionPretrainOptions, box_loss, centre_cell, image_words,
+                                           pretrain_vision, region_loss)
 
 from .helpers import write_jsonl
 
@@ -75,6 +75,7 @@ def test_each_labelled_box_gives_the_token_under_its_centre_its_label_words(suit
         expected = np.zeros(words.vocab.size, np.uint8)
         expected[[column[t] for t in tok.encode(" " + label)]] = 1
         np.testing.assert_array_equal(words.region_words[0, r], expected)
+    assert words.region_bins.tolist() == [[[0, 512, 256, 1023], [700, 0, 1023, 300]]]  # y0 x0 y1 x1, exact
     assert centre_cell((0.0, 0.0, 56.0, 56.0), CFG) == 10 and centre_cell((50.0, 50.0, 99.0, 99.0), CFG) == 15
 
 
@@ -89,6 +90,25 @@ def test_the_region_term_scores_each_label_word_against_the_other_words_and_is_z
     expected = np.mean([np.log(np.exp(scores[w]) + negatives) - scores[w] for w in (1, 4)])
     np.testing.assert_allclose(region_loss(tokens, theta, cells, label), expected, rtol=1e-5)
     assert float(region_loss(tokens, theta, jnp.full((2, 2), -1, jnp.int32), label)) == 0.0
+
+
+def test_the_box_term_is_the_cross_entropy_to_a_gaussian_around_each_edge_and_zero_without_boxes():
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.normal(size=(2, 16, CFG.text.width)), jnp.float32)
+    box = jnp.asarray(rng.normal(size=(4, CFG.text.width, CFG.text.width)) / 8, jnp.float32)
+    rows = ordinal_loc_rows(CFG.text)
+    cells = jnp.asarray([[5, -1], [-1, -1]], jnp.int32)
+    bins = jnp.asarray([[[10, 500, 300, 1023], [-1] * 4], [[-1] * 4] * 2], jnp.int32)
+    logits = np.einsum("d,kde,ve->kv", np.asarray(tokens[0, 5], np.float64), np.asarray(box, np.float64),
+                       np.asarray(rows, np.float64))
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    grid = np.arange(1024)
+    target = np.exp(-0.5 * ((grid - np.asarray([10, 500, 300, 1023])[:, None]) / 8.0) ** 2)
+    target /= target.sum(-1, keepdims=True)
+    expected = -(target * logp).sum(-1).mean()
+    np.testing.assert_allclose(box_loss(tokens, box, rows, cells, bins, 8.0), expected, rtol=1e-4)
+    assert float(box_loss(tokens, box, rows, jnp.full((2, 2), -1, jnp.int32), bins, 8.0)) == 0.0
 
 
 def test_a_file_without_word_tokens_is_a_data_error_naming_it(suite, tok, tmp_path):
@@ -115,6 +135,7 @@ def test_loss_falls_and_only_the_tower_moves(pretrained):
     assert [r["step"] for r in log] == [1, 10, 20, 30, 40]
     assert record["final_loss"] < 0.7 * record["first_loss"]
     assert record["regions"] > 0 and log[-1]["region_loss"] < log[0]["region_loss"]
+    assert log[-1]["box_loss"] < log[0]["box_loss"]
     loaded = flatten(load_source(TrainOptions(data=out, out=out, steps=1, batch=1, checkpoint=out), CFG))
     init = {k: np.asarray(v) for k, v in flatten(from_scratch_params(CFG, jax.random.PRNGKey(0))).items()}
     assert loaded.keys() == init.keys()
