@@ -39,7 +39,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,7 +174,7 @@ def box_loss(tokens: jax.Array, box: jax.Array, loc_rows: jax.Array, cells: jax.
     grid = jnp.arange(loc_rows.shape[0], dtype=jnp.float32)
     target = jax.nn.softmax(-0.5 * ((grid - bins[..., None].astype(jnp.float32)) / sigma) ** 2, axis=-1)
     per_edge = -jnp.sum(target * jax.nn.log_softmax(logits, axis=-1), axis=-1)  # [B, R, 4]
-    used = ((cells >= 0) & (bins[..., 0] >= 0)).astype(jnp.float32)
+    used = (cells >= 0).astype(jnp.float32)  # a region always has its box
     return jnp.sum(per_edge.mean(-1) * used) / jnp.maximum(used.sum(), 1.0)
 
 
@@ -288,20 +287,12 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer, opts)
     records, compile_s = [], 0.0
-
-    def batch(i: int) -> tuple[np.ndarray, np.ndarray]:
-        pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
-        return pick, preprocess_batch([words.images[j] for j in pick], cfg.resolution)
-
     with MetricsLog(out) as metrics, \
-            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-images") as loader:
+            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar:
         clock = time.perf_counter()
-        pending = loader.submit(batch, 1)
         for i in range(1, opts.steps + 1):
-            pick, pixels = pending.result()
-            if i < opts.steps:  # decode the next step's images while this one runs
-                pending = loader.submit(batch, i + 1)
+            pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
+            pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
             theta, opt_state, loss, (bag, region, boxes) = step(
                 theta, opt_state, jnp.asarray(pixels), jnp.asarray(words.positives[pick]),
                 jnp.asarray(words.region_cells[pick]), jnp.asarray(words.region_words[pick], jnp.float32),
