@@ -12,7 +12,6 @@ images of the suite the model was trained on.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
+from pg2edge.bench.report_files import write_report
 from pg2edge.eval.datasets import load_suite
 from pg2edge.eval.parity import ParityTally, paired_delta
 from pg2edge.eval.predictors import JaxPredictor, decode_text, prompt_ids
@@ -255,9 +255,6 @@ def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
 
 def write_results(result: dict, out: Path, stem: str = "parity") -> list[Path]:
     """`<stem>.json`, `<stem>.md` and `<stem>.png` under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.json", out / f"{stem}.md", out / f"{stem}.png"]
-    paths[0].write_text(json.dumps(result, indent=2) + "\n")
-    paths[1].write_text(markdown(result))
+    paths = write_report(result, markdown(result), out, stem) + [out / f"{stem}.png"]
     plot(result, paths[2])
     return paths

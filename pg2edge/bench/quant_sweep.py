@@ -11,7 +11,6 @@ choices side by side, in minutes instead of a bundle per choice.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import jax
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
+from pg2edge.bench.report_files import write_report
 from pg2edge.bench.parity import (MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary,
                                   task_changes)
 from pg2edge.eval.predictors import JaxPredictor
@@ -91,8 +91,4 @@ def markdown(result: dict) -> str:
 
 def write_results(result: dict, out: Path, stem: str = "quant_sweep") -> list[Path]:
     """`<stem>.json` and `<stem>.md` under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.json", out / f"{stem}.md"]
-    paths[0].write_text(json.dumps(result, indent=2) + "\n")
-    paths[1].write_text(markdown(result))
-    return paths
+    return write_report(result, markdown(result), out, stem)

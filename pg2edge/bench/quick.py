@@ -7,7 +7,6 @@ JAX model here, and how fast does the runtime go.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
+from pg2edge.bench.report_files import write_report
 from pg2edge.bench.parity import ARTIFACTS, markdown, run_parity
 
 QUICK_JSON, QUICK_MD = "bench_quick.json", "bench_quick.md"
@@ -53,9 +53,7 @@ def run_quick(out: Path, images: int = 4, formats: tuple[str, ...] = ("onnx", "t
                 log(f"{fmt:>6} {quant:<5} decode {speed[f'{fmt}-{quant}']['decode_tok_s']:.0f} tok/s")
     result["speed"] = {"model": model.name, "new_tokens": SPEED_TOKENS, "artifacts": speed}
     result["seconds"] = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    (out / QUICK_JSON).write_text(json.dumps(result, indent=2) + "\n")
-    (out / QUICK_MD).write_text(quick_markdown(result))
+    write_report(result, quick_markdown(result), out, Path(QUICK_JSON).stem)
     return result
 
 
