@@ -48,9 +48,9 @@ import numpy as np
 import optax
 
 from pg2edge.checkpoint.fsutil import atomic_dir
-from pg2edge.config import NUM_LOC_TOKENS, ModelConfig
+from pg2edge.config import ModelConfig
 from pg2edge.model import siglip
-from pg2edge.postprocess import parse_objects
+from pg2edge.postprocess import LOC_DENOMINATOR, parse_objects
 from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
@@ -115,7 +115,7 @@ def _regions(suffix: str, tok: Tokenizer, cfg: ModelConfig) -> Iterator[tuple[in
         ids = {i for i in tok.encode(" " + obj.label) if i < cfg.text.loc_start}
         if ids:
             x0, y0, x1, y1 = obj.box
-            bins = tuple(int(round(v / res * (NUM_LOC_TOKENS - 1))) for v in (y0, x0, y1, x1))
+            bins = tuple(int(round(v / res * LOC_DENOMINATOR)) for v in (y0, x0, y1, x1))  # parse_objects, undone
             yield centre_cell(obj.box, cfg), ids, bins
 
 
