@@ -212,6 +212,11 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
     click.echo(f"train_simple.jsonl: {summary.simple_train} train examples of one-object images")
 
 
+def _comma_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """"a, b" -> ("a", "b"); no value -> None."""
+    return tuple(t.strip() for t in value.split(",")) if value else None
+
+
 @main.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="starting weights: .npz, HF safetensors, or an earlier finetune OUT dir")
 @click.option("--size", default=None, help="with --random-init: 3B, 10B, 28B or tiny")
@@ -242,8 +247,9 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
 @click.option("--balance-tasks", is_flag=True,
               help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')
-@click.option("--tasks", callback=lambda _ctx, _param, v: tuple(t.strip() for t in v.split(",")) if v else None,
-              default=None, help="comma list: train on these tasks' lines only (a curriculum stage)")
+@click.option("--tasks", callback=_comma_list, default=None, help="comma list: train on these tasks' lines only (a curriculum stage)")
+@click.option("--repeat-rare", callback=_comma_list, default=None, help="comma list of tasks whose rare answers (a count of 3, a list of 2 boxes) are "
+                                 "repeated by sqrt(most common answer's lines / theirs): repeat factor sampling")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")
@@ -291,6 +297,8 @@ def finetune(distributed: bool, **options) -> None:
               help="weight of the box term (the token under each box's centre scores its <loc> edges)")
 @click.option("--box-sigma", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
               help="width of the box term's soft target, in <loc> bins")
+@click.option("--glyph-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="weight of the glyph term (CTC of each ocr line's characters over the tokens in reading order)")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")

@@ -89,6 +89,28 @@ def balanced_pool(tasks: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([np.resize(np.asarray(g, np.int64), most) for _, g in sorted(groups.items())])
 
 
+def answer_class(suffix: str) -> str:
+    """What `repeat_factors` balances a line on: how many objects it places (four `<loc>` tokens each), or,
+    when it places none, the answer itself ("2", "red")."""
+    return f"{suffix.count('<loc') // 4} objects" if "<loc" in suffix else suffix.strip()
+
+
+def repeat_factors(tasks: tuple[str, ...], suffixes: tuple[str, ...], rare_in: tuple[str, ...]) -> np.ndarray:
+    """How often each line appears in an epoch: repeat factor sampling (LVIS) within each task of `rare_in`,
+    round(sqrt(f_max / f)) for a line whose answer class has share f of its task's lines (f_max: the most
+    common class's), so a multi-object box list or a count of 3 is not drowned out by the single object and
+    the count 1; 1 for every other line."""
+    classes = [answer_class(s) if t in rare_in else "" for t, s in zip(tasks, suffixes, strict=True)]
+    counts: dict[tuple[str, str], int] = {}
+    for key in zip(tasks, classes, strict=True):
+        counts[key] = counts.get(key, 0) + 1
+    most: dict[str, int] = {}
+    for (task, _), n in counts.items():
+        most[task] = max(most.get(task, 0), n)
+    return np.array([1 if t not in rare_in else max(1, int(np.floor(np.sqrt(most[t] / counts[t, c]) + 0.5)))
+                     for t, c in zip(tasks, classes, strict=True)], np.int64)
+
+
 def select_tasks(examples: list[Example], tasks: tuple[str, ...], source: Path) -> list[Example]:
     """The examples whose `task` field is one of `tasks` (a task-by-task curriculum trains on a subset)."""
     untagged = next((ex for ex in examples if not ex.task), None)
@@ -102,11 +124,13 @@ def select_tasks(examples: list[Example], tasks: tuple[str, ...], source: Path) 
 
 
 def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False,
-                 balance_tasks: bool = False, tasks: tuple[str, ...] | None = None) -> Dataset:
+                 balance_tasks: bool = False, tasks: tuple[str, ...] | None = None,
+                 repeat_rare: tuple[str, ...] | None = None) -> Dataset:
     """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`).
 
     `balance_tasks`: training draws every task (the lines' `task` field) equally often, so a task with few
     examples per image (OCR: one) is not drowned out by the others. `tasks`: keep only those tasks' lines.
+    `repeat_rare`: those tasks' lines are repeated by `repeat_factors` (before any task balancing).
     """
     path = Path(path)
     read = read_examples(path, skip_bad=skip_bad)
@@ -120,13 +144,21 @@ def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad:
             skipped.append(str(e))
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(skipped)} bad lines skipped)")
-    if balance_tasks:
+    pool = np.arange(len(examples), dtype=np.int64)
+    if balance_tasks or repeat_rare:
         untagged = next((ex for ex in examples if not ex.task), None)
         if untagged is not None:
-            raise DataError(f"{path}:{untagged.line}: task balancing needs a \"task\" field on every line")
-        pool = balanced_pool(tuple(ex.task for ex in examples))
-    else:
-        pool = np.arange(len(examples), dtype=np.int64)
+            raise DataError(f"{path}:{untagged.line}: task balancing and --repeat-rare need a \"task\" field "
+                            "on every line")
+        tagged = tuple(ex.task for ex in examples)
+        unknown = sorted(set(repeat_rare or ()) - set(tagged))
+        if unknown:
+            raise DataError(f"{path}: --repeat-rare names {', '.join(unknown)}, which no line has (tasks present: "
+                            f"{', '.join(sorted(set(tagged)))})")
+        if repeat_rare:
+            pool = np.repeat(pool, repeat_factors(tagged, tuple(ex.suffix for ex in examples), repeat_rare))
+        if balance_tasks:
+            pool = pool[balanced_pool(tuple(tagged[i] for i in pool))]
     encoded = [encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples]
     texts = {name: np.stack([getattr(e, name) for e in encoded]) for name in TEXT_FIELDS}
     return Dataset(source=path, images=tuple(ex.image for ex in examples), **texts,

@@ -202,7 +202,8 @@ def finetune(opts: TrainOptions, *, on_step: Callable[[int], None] | None = None
     if opts.batch % batch_shards(mesh):
         raise ConfigError(f"--batch {opts.batch} must be a multiple of the {batch_shards(mesh)} devices it is "
                           f"split over")
-    ds = load_dataset(opts.data, tok, opts.max_text_len, opts.skip_bad, opts.balance_tasks, opts.tasks)
+    ds = load_dataset(opts.data, tok, opts.max_text_len, opts.skip_bad, opts.balance_tasks, opts.tasks,
+                      opts.repeat_rare)
     eval_ds = load_dataset(opts.eval_data, tok, opts.max_text_len, opts.skip_bad) if opts.eval_data else None
     _log_data_warnings(log, opts.max_text_len, ds, eval_ds)
     out = Path(opts.out)

@@ -15,7 +15,8 @@ TRAINABLE = tuple(PATTERNS)  # all, attn, decoder, lora
 QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
-               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks", "tasks")
+               "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks", "tasks",
+               "repeat_rare")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class TrainOptions:
     skip_bad: bool = False
     balance_tasks: bool = False  # draw every task of --data equally often
     tasks: tuple[str, ...] | None = None  # train on the lines of these tasks only (None: all lines)
+    repeat_rare: tuple[str, ...] | None = None  # tasks whose rare answer classes are repeated (data.repeat_factors)
     save_every: int = 500
     log_every: int = 1
     fsdp: int | None = None  # devices per FSDP group; None = the local device count
@@ -87,8 +89,10 @@ class TrainOptions:
             raise ConfigError("--eval-every needs --eval-data")
         if self.fsdp is not None and self.fsdp < 1:
             raise ConfigError(f"--fsdp must be >= 1, found {self.fsdp}")
-        if self.tasks is not None and not (self.tasks and all(t.strip() for t in self.tasks)):
-            raise ConfigError(f"--tasks: expected a comma list of task names, found {self.tasks!r}")
+        for name in ("tasks", "repeat_rare"):
+            value = getattr(self, name)
+            if value is not None and not (value and all(t.strip() for t in value)):
+                raise ConfigError(f"--{name.replace('_', '-')}: expected a comma list of task names, found {value!r}")
         if self.max_text_len < 3:
             raise ConfigError(f"--max-text-len {self.max_text_len} cannot hold bos, a prefix and a target")
 

@@ -27,6 +27,11 @@ a few bins wide around each true edge. A decoder reading a box off its tokens th
 learns to write it in one short stage: after 800 steps on the `detect` lines (tower
 frozen), 0.79 of test boxes at IoU >= 0.5 with it and 0.41 without.
 
+A glyph term (`glyph_ctc`, off unless `glyph_weight` > 0) makes the tokens of a text
+image say which character each shows, by CTC of its `ocr` line over the tokens in
+reading order: 600 steps of a fresh decoder on the `ocr` lines then read the test
+texts at a character error rate of 0.17 from that tower and 0.96 from one without it.
+
 The output directory holds the full model (the tower trained, every other weight
 exactly as `finetune --random-init --seed S` draws it), its config and tokenizer,
 so `pg2edge finetune --checkpoint DIR` continues from it. It runs in one process
@@ -56,6 +61,7 @@ from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
+from pg2edge.train.glyph_ctc import glyph_head, glyph_labels, glyph_loss
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.optim import CLIP_NORM, lr_schedule
@@ -84,6 +90,7 @@ class VisionPretrainOptions:
     region_weight: float = 1.0  # weight of the region term (0: the image-level bag alone)
     box_weight: float = 1.0  # weight of the box term (0: none)
     box_sigma: float = 8.0  # width, in <loc> bins, of the box term's soft target
+    glyph_weight: float = 0.0  # weight of the glyph term (glyph_ctc; 0: none)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +103,7 @@ class ImageWords:
     region_cells: np.ndarray  # int32 [N, R]: image tokens under labelled box centres, -1 = none
     region_words: np.ndarray  # uint8 [N, R, V]: the words of the labels placed at that token
     region_bins: np.ndarray  # int32 [N, R, 4]: <loc> bins (y0, x0, y1, x1) of that token's box, -1 = none
+    texts: tuple[str | None, ...]  # what each image's `ocr` line reads (None: no such line)
     skipped: int = 0  # bad JSONL lines dropped under skip_bad
 
 
@@ -127,9 +135,12 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
     bags: dict[Path, set[int]] = {}
     regions: dict[Path, dict[int, set[int]]] = {}
     boxes: dict[Path, dict[int, tuple[int, ...]]] = {}
+    texts: dict[Path, str] = {}
     for ex in read.examples:
         ids = {i for i in tok.encode(ex.suffix) if i < cfg.text.loc_start}
         bags.setdefault(ex.image, set()).update(ids)
+        if ex.prefix.strip() == "ocr":
+            texts.setdefault(ex.image, ex.suffix)
         cells = regions.setdefault(ex.image, {})
         for cell, label, bins in _regions(ex.suffix, tok, cfg):
             cells.setdefault(cell, set()).update(label)
@@ -150,7 +161,8 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
             cells[i, r] = cell
             region_words[i, r, [column[t] for t in label]] = 1
             region_bins[i, r] = boxes[image][cell]
-    return ImageWords(tuple(bags), vocab, positives, cells, region_words, region_bins, len(read.problems))
+    return ImageWords(tuple(bags), vocab, positives, cells, region_words, region_bins,
+                      tuple(texts.get(image) for image in bags), len(read.problems))
 
 
 def word_head(key: jax.Array, words: int, width: int) -> dict:
@@ -213,20 +225,22 @@ def region_loss(tokens: jax.Array, theta: dict, cells: jax.Array, region_words: 
 def _step_fn(cfg: ModelConfig, optimizer: optax.GradientTransformation, opts: VisionPretrainOptions) -> Callable:
     loc_rows = ordinal_loc_rows(cfg.text)
 
-    def loss_fn(theta: dict, pixels: jax.Array, positives: jax.Array, cells: jax.Array,
-                region_words: jax.Array, bins: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-        tokens = siglip.encode(theta["img"], cfg.vision, pixels)
-        bag = optax.sigmoid_binary_cross_entropy(_pooled(tokens, theta), positives).mean()
-        region = region_loss(tokens, theta, cells, region_words)
-        boxes = box_loss(tokens, theta["box"], loc_rows, cells, bins, opts.box_sigma) if opts.box_weight \
-            else jnp.zeros(())
-        return bag + opts.region_weight * region + opts.box_weight * boxes, (bag, region, boxes)
+    def loss_fn(theta: dict, batch: dict) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        tokens = siglip.encode(theta["img"], cfg.vision, batch["pixels"])
+        cells = batch["cells"]
+        bag = optax.sigmoid_binary_cross_entropy(_pooled(tokens, theta), batch["positives"]).mean()
+        region = region_loss(tokens, theta, cells, batch["region_words"])
+        zero = jnp.zeros(())
+        boxes = box_loss(tokens, theta["box"], loc_rows, cells, batch["bins"], opts.box_sigma) \
+            if opts.box_weight else zero
+        glyphs = glyph_loss(tokens, theta["glyph"], batch["labels"], batch["paddings"], batch["has_text"]) \
+            if opts.glyph_weight else zero
+        total = bag + opts.region_weight * region + opts.box_weight * boxes + opts.glyph_weight * glyphs
+        return total, (bag, region, boxes, glyphs)
 
     @jax.jit
-    def step(theta: dict, opt_state: optax.OptState, pixels: jax.Array, positives: jax.Array, cells: jax.Array,
-             region_words: jax.Array, bins: jax.Array):
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta, pixels, positives, cells,
-                                                                        region_words, bins)
+    def step(theta: dict, opt_state: optax.OptState, batch: dict):
+        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta, batch)
         updates, opt_state = optimizer.update(grads, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state, loss, parts
 
@@ -239,9 +253,9 @@ def _check(opts: VisionPretrainOptions) -> None:
             raise DataError(f"--{name.replace('_', '-')}: expected a positive integer, found {getattr(opts, name)}")
     if not opts.lr > 0 or not 0 <= opts.warmup < 1:
         raise DataError(f"--lr must be > 0 and --warmup in [0, 1), found {opts.lr} and {opts.warmup}")
-    if not opts.region_weight >= 0 or not opts.box_weight >= 0:
-        raise DataError(f"--region-weight and --box-weight must be >= 0, found {opts.region_weight} and "
-                        f"{opts.box_weight}")
+    for name in ("region_weight", "box_weight", "glyph_weight"):
+        if not getattr(opts, name) >= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be >= 0, found {getattr(opts, name)}")
     if not opts.box_sigma > 0:
         raise DataError(f"--box-sigma must be > 0 (bins), found {opts.box_sigma}")
 
@@ -283,6 +297,9 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
     theta = {"img": img, **word_head(jax.random.PRNGKey(opts.seed + 1), words.vocab.size, cfg.text.width)}
     if opts.box_weight:
         theta["box"] = box_head(jax.random.PRNGKey(opts.seed + 2), cfg.text.width)
+    glyphs = glyph_labels(words.texts)
+    if opts.glyph_weight:
+        theta["glyph"] = glyph_head(jax.random.PRNGKey(opts.seed + 3), cfg.text.width, glyphs.classes)
     optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer, opts)
@@ -293,15 +310,17 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
         for i in range(1, opts.steps + 1):
             pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
             pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
-            theta, opt_state, loss, (bag, region, boxes) = step(
-                theta, opt_state, jnp.asarray(pixels), jnp.asarray(words.positives[pick]),
-                jnp.asarray(words.region_cells[pick]), jnp.asarray(words.region_words[pick], jnp.float32),
-                jnp.asarray(words.region_bins[pick]))
+            batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],
+                     "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick],
+                     "labels": glyphs.labels[pick], "paddings": glyphs.paddings[pick],
+                     "has_text": glyphs.has_text[pick]}
+            theta, opt_state, loss, (bag, region, boxes, glyph) = step(theta, opt_state,
+                                                                       jax.tree.map(jnp.asarray, batch))
             if i == 1:
                 compile_s = time.perf_counter() - clock
             if i == 1 or i % opts.log_every == 0 or i == opts.steps:
                 record = {"step": i, "loss": float(loss), "bag_loss": float(bag), "region_loss": float(region),
-                          "box_loss": float(boxes),
+                          "box_loss": float(boxes), "glyph_loss": float(glyph),
                           "examples_seen": i * opts.batch,
                           "steps_per_s": i / (time.perf_counter() - clock)}
                 metrics.write(record)

@@ -79,8 +79,33 @@ def test_balanced_pool_shows_every_task_equally_often_and_every_example(tok, tmp
     np.testing.assert_array_equal(ds.pool, pool)
     assert set(step_indices(ds, 0, 0, len(pool), 1).reshape(-1)) == set(range(len(tasks)))  # one epoch: all
     write_jsonl(tmp_path / "u.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s"}])
-    with pytest.raises(DataError, match=r"u.jsonl:1: task balancing needs"):
+    with pytest.raises(DataError, match=r"u.jsonl:1: task balancing and --repeat-rare need"):
         load_dataset(tmp_path / "u.jsonl", tok, 16, balance_tasks=True)
+
+
+def test_repeat_rare_repeats_each_answer_class_by_the_root_of_how_much_rarer_it_is(tok, tmp_path):
+    """--repeat-rare: within a listed task, a line whose answer class (objects placed, else the answer) has
+    1/k of the most common class's lines appears round(sqrt(k)) times an epoch; other tasks' lines once."""
+    from pg2edge.tasks import DataError
+    from pg2edge.train.data import answer_class, load_dataset, repeat_factors
+
+    box = "<loc0001><loc0002><loc0003><loc0004> star"
+    assert [answer_class(s) for s in (box, f"{box} ; {box}", " 2 ", "red")] == ["1 objects", "2 objects", "2", "red"]
+    lines = [("detect", box)] * 9 + [("detect", f"{box} ; {box}")] + [("count", "1")] * 4 + [("count", "3")] \
+        + [("caption", "a star")] * 2 + [("caption", "a big star")]
+    tasks, suffixes = zip(*lines, strict=True)
+    factors = repeat_factors(tasks, suffixes, ("detect", "count"))
+    assert factors.tolist() == [1] * 9 + [3] + [1] * 4 + [2] + [1] * 3  # sqrt(9/1) = 3, sqrt(4/1) = 2
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    write_jsonl(tmp_path / "d.jsonl", [{"image": "a.png", "prefix": "p", "suffix": s, "task": t} for t, s in lines])
+    ds = load_dataset(tmp_path / "d.jsonl", tok, 32, repeat_rare=("detect", "count"))
+    assert np.bincount(ds.pool).tolist() == factors.tolist()
+    both = load_dataset(tmp_path / "d.jsonl", tok, 32, balance_tasks=True, repeat_rare=("detect", "count"))
+    assert {t: sum(tasks[i] == t for i in both.pool) for t in set(tasks)} == {"detect": 12, "count": 12,
+                                                                            "caption": 12}
+    with pytest.raises(DataError, match=r"d.jsonl: --repeat-rare names segment, which no line has \(tasks "
+                                        r"present: caption, count, detect\)"):
+        load_dataset(tmp_path / "d.jsonl", tok, 32, repeat_rare=("segment",))
 
 
 def test_tasks_keeps_only_those_lines_and_names_the_file_when_none_match(tok, tmp_path):

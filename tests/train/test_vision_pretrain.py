@@ -42,7 +42,7 @@ def tok(suite):
 def pretrained(suite, tmp_path_factory):
     out = tmp_path_factory.mktemp("vp-run") / "tower"
     opts = VisionPretrainOptions(data=suite / "train.jsonl", out=out, size="tiny", res=56, steps=40, batch=8,
-                                 lr=3e-3, log_every=10)
+                                 lr=3e-3, log_every=10, glyph_weight=1.0)
     return out, pretrain_vision(opts, progress=False)
 
 
@@ -57,6 +57,8 @@ def test_each_image_gets_the_word_tokens_of_all_its_suffixes_and_no_location_cod
         assert {i for i in tok.encode(ex.suffix) if i < CFG.text.loc_start} <= said
     union = {int(t) for ex in examples for t in tok.encode(ex.suffix) if t < CFG.text.loc_start}
     assert set(words.vocab.tolist()) == union
+    texts = {ex.image: ex.suffix for ex in examples if ex.prefix == "ocr"}
+    assert texts and words.texts == tuple(texts.get(image) for image in words.images)  # the glyph term's labels
 
 
 def test_each_labelled_box_gives_the_token_under_its_centre_its_label_words(suite, tok, tmp_path):
@@ -135,7 +137,7 @@ def test_loss_falls_and_only_the_tower_moves(pretrained):
     assert [r["step"] for r in log] == [1, 10, 20, 30, 40]
     assert record["final_loss"] < 0.7 * record["first_loss"]
     assert record["regions"] > 0 and log[-1]["region_loss"] < log[0]["region_loss"]
-    assert log[-1]["box_loss"] < log[0]["box_loss"]
+    assert log[-1]["box_loss"] < log[0]["box_loss"] and log[-1]["glyph_loss"] < log[0]["glyph_loss"]
     loaded = flatten(load_source(TrainOptions(data=out, out=out, steps=1, batch=1, checkpoint=out), CFG))
     init = {k: np.asarray(v) for k, v in flatten(from_scratch_params(CFG, jax.random.PRNGKey(0))).items()}
     assert loaded.keys() == init.keys()
