@@ -78,6 +78,10 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _comma_list(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in value.split(",")) if value else None  # empty names left for validate()
+
+
 def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in value.split(",") if v.strip())
@@ -212,11 +216,6 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
     click.echo(f"train_simple.jsonl: {summary.simple_train} train examples of one-object images")
 
 
-def _comma_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
-    """"a, b" -> ("a", "b"); no value -> None."""
-    return tuple(t.strip() for t in value.split(",")) if value else None
-
-
 @main.command()
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="starting weights: .npz, HF safetensors, or an earlier finetune OUT dir")
 @click.option("--size", default=None, help="with --random-init: 3B, 10B, 28B or tiny")
@@ -248,8 +247,8 @@ def _comma_list(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option("--balance-tasks", is_flag=True,
               help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')
 @click.option("--tasks", callback=_comma_list, default=None, help="comma list: train on these tasks' lines only (a curriculum stage)")
-@click.option("--repeat-rare", callback=_comma_list, default=None, help="comma list of tasks whose rare answers (a count of 3, a list of 2 boxes) are "
-                                 "repeated by sqrt(most common answer's lines / theirs): repeat factor sampling")
+@click.option("--repeat-rare", callback=_comma_list, default=None,
+              help="comma list: repeat those tasks' rare answers (2 boxes, a count of 3) by sqrt(how much rarer)")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")

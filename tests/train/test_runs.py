@@ -66,3 +66,14 @@ def test_cli_bad_line_is_one_error_line(base_opts, data_dir, tmp_path):
     assert "skipped 1 bad lines" in result.stderr and "convert with: pg2edge convert" in result.stdout
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [1, 1] and records[1]["eval_examples"] == 5
+
+
+def test_cli_repeat_rare_reaches_the_data_and_refuses_lines_without_a_task(base_opts, data_dir, tmp_path):
+    """--repeat-rare is parsed as a task list and checked against the data before any step."""
+    args = ["finetune", "--checkpoint", str(base_opts.checkpoint), "--data", str(data_dir / "train.jsonl"),
+            "--steps", "1", "--batch", "4", "--repeat-rare", "detect, count_shape", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {data_dir / 'train.jsonl'}:1: task balancing and --repeat-rare need a " \
+                            "\"task\" field on every line\n"
+    assert not (tmp_path / "run" / "params.npz").exists()
