@@ -246,7 +246,7 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
 @click.option("--balance-tasks", is_flag=True,
               help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')
-@click.option("--tasks", callback=_comma_list, default=None, help="comma list: train on these tasks' lines only (a curriculum stage)")
+@click.option("--tasks", callback=_comma_list, default=None, help="comma list: train on these tasks' lines only")
 @click.option("--repeat-rare", callback=_comma_list, default=None,
               help="comma list: repeat those tasks' rare answers (2 boxes, a count of 3) by sqrt(how much rarer)")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
