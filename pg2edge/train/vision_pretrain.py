@@ -171,6 +171,11 @@ def word_head(key: jax.Array, words: int, width: int) -> dict:
     return {"words": jax.random.normal(key, (words, width)) / math.sqrt(width), "bias": jnp.full((words,), -2.0)}
 
 
+def centre_tokens(tokens: jax.Array, cells: jax.Array) -> jax.Array:
+    """[B, R, D]: the token at each region's cell (cell -1, no region, reads token 0; its term masks it)."""
+    return jnp.take_along_axis(tokens, jnp.maximum(cells, 0)[..., None], axis=1)
+
+
 def box_head(key: jax.Array, width: int) -> jax.Array:
     """One [width, width] map per box edge (y0, x0, y1, x1), from a token to the `<loc>` rows' space."""
     return jax.random.normal(key, (4, width, width)) / math.sqrt(width)
@@ -181,7 +186,7 @@ def box_loss(tokens: jax.Array, box: jax.Array, loc_rows: jax.Array, cells: jax.
     """Mean over boxed regions and edges of the cross-entropy between the `<loc>` distribution that the
     token under the box centre scores through `box` against the fixed ordinal `<loc>` rows, and a Gaussian
     of width `sigma` bins around the edge's bin; 0 when the batch has no box."""
-    picked = jnp.take_along_axis(tokens, jnp.maximum(cells, 0)[..., None], axis=1)  # [B, R, D]
+    picked = centre_tokens(tokens, cells)  # [B, R, D]
     logits = jnp.einsum("brd,kde,ve->brkv", picked, box, loc_rows)  # [B, R, 4, 1024]
     grid = jnp.arange(loc_rows.shape[0], dtype=jnp.float32)
     target = jax.nn.softmax(-0.5 * ((grid - bins[..., None].astype(jnp.float32)) / sigma) ** 2, axis=-1)
@@ -211,7 +216,7 @@ def region_loss(tokens: jax.Array, theta: dict, cells: jax.Array, region_words: 
     words, so "star" competes with "circle" at full strength instead of sharing its target with "white";
     0 when the batch has no region."""
     valid = (cells >= 0).astype(jnp.float32)  # [B, R]
-    picked = jnp.take_along_axis(tokens, jnp.maximum(cells, 0)[..., None], axis=1)  # [B, R, D]
+    picked = centre_tokens(tokens, cells)  # [B, R, D]
     logits = jnp.einsum("brd,wd->brw", picked, theta["words"]) + theta["bias"]
     positive = region_words > 0
     negatives = jax.nn.logsumexp(jnp.where(positive, -jnp.inf, logits), axis=-1, keepdims=True)
@@ -311,9 +316,10 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img
             pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
             pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
             batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],
-                     "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick],
-                     "labels": glyphs.labels[pick], "paddings": glyphs.paddings[pick],
-                     "has_text": glyphs.has_text[pick]}
+                     "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick]}
+            if opts.glyph_weight:  # the term's labels travel only when the term is on
+                batch |= {"labels": glyphs.labels[pick], "paddings": glyphs.paddings[pick],
+                          "has_text": glyphs.has_text[pick]}
             theta, opt_state, loss, (bag, region, boxes, glyph) = step(theta, opt_state,
                                                                        jax.tree.map(jnp.asarray, batch))
             if i == 1:
