@@ -249,6 +249,8 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--tasks", callback=_comma_list, default=None, help="comma list: train on these tasks' lines only")
 @click.option("--repeat-rare", callback=_comma_list, default=None,
               help="comma list: repeat those tasks' rare answers (2 boxes, a count of 3) by sqrt(how much rarer)")
+@click.option("--task-weights", default=None,
+              help="TASK=W,...: balance the tasks, each drawn in proportion to W (default 1); e.g. ocr=2")
 @click.option("--tokenizer", type=click.Path(path_type=Path), default=None,
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")
@@ -266,15 +268,11 @@ def finetune(distributed: bool, **options) -> None:
         jax.distributed.initialize()
     from pg2edge.train import TrainOptions
     from pg2edge.train import finetune as run_finetune
+    from pg2edge.train.options import parse_task_weights
 
+    options["task_weights"] = parse_task_weights(options["task_weights"])
     result = run_finetune(TrainOptions(**options), log=lambda message: click.echo(message, err=True))
-    last = result.last
-    summary = [f"{result.out}: {result.cfg.name}, steps {result.start_step} -> {result.steps}",
-               f"loss {last['loss']:.4f}, token_acc {last['token_acc']:.3f}" if last else "nothing left to train",
-               f"{result.steps_per_s:.2f} steps/s (first step {result.compile_s:.1f} s)"]
-    if result.last_eval:
-        summary.append(f"eval_loss {result.last_eval['eval_loss']:.4f}")
-    click.echo(", ".join(summary))
+    click.echo(result.summary())
     click.echo(f"convert with: pg2edge convert --size {result.cfg.size} --res {result.cfg.resolution} "
                f"--checkpoint {result.params_path} --tokenizer {result.out / 'tokenizer.model'} --out BUNDLE")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +79,16 @@ def _readable(ex: Example, source: Path) -> Example:
     return ex
 
 
-def balanced_pool(tasks: tuple[str, ...]) -> np.ndarray:
-    """Example indices in which every task appears equally often: each task's examples, in file order,
-    repeated cyclically up to the largest task's count (an epoch then shows every example at least once)."""
+def balanced_pool(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """Example indices in which every task appears equally often, or in proportion to its weight in `weights`
+    (1 if not named): each task's examples, in file order, repeated cyclically up to weight x the largest task's
+    count (at weights >= 1 an epoch shows every example at least once)."""
     groups: dict[str, list[int]] = {}
     for i, task in enumerate(tasks):
         groups.setdefault(task, []).append(i)
-    most = max(len(g) for g in groups.values())
-    return np.concatenate([np.resize(np.asarray(g, np.int64), most) for _, g in sorted(groups.items())])
+    most, weights = max(len(g) for g in groups.values()), weights or {}
+    return np.concatenate([np.resize(np.asarray(g, np.int64), max(1, round(weights.get(task, 1.0) * most)))
+                           for task, g in sorted(groups.items())])
 
 
 def answer_class(suffix: str) -> str:
@@ -125,12 +127,14 @@ def select_tasks(examples: list[Example], tasks: tuple[str, ...], source: Path) 
 
 def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad: bool = False,
                  balance_tasks: bool = False, tasks: tuple[str, ...] | None = None,
-                 repeat_rare: tuple[str, ...] | None = None) -> Dataset:
+                 repeat_rare: tuple[str, ...] | None = None, task_weights: Mapping[str, float] | None = None
+                 ) -> Dataset:
     """Read, check and encode a JSONL file (bad lines: one-line DataError, or skipped under `skip_bad`).
 
     `balance_tasks`: training draws every task (the lines' `task` field) equally often, so a task with few
     examples per image (OCR: one) is not drowned out by the others. `tasks`: keep only those tasks' lines.
     `repeat_rare`: those tasks' lines are repeated by `repeat_factors` (before any task balancing).
+    `task_weights`: balance the tasks, each drawn in proportion to its weight (1 if not named).
     """
     path = Path(path)
     read = read_examples(path, skip_bad=skip_bad)
@@ -145,20 +149,21 @@ def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad:
     if not examples:
         raise DataError(f"{path}: no usable examples ({len(skipped)} bad lines skipped)")
     pool = np.arange(len(examples), dtype=np.int64)
-    if balance_tasks or repeat_rare:
+    if balance_tasks or repeat_rare or task_weights:
         untagged = next((ex for ex in examples if not ex.task), None)
         if untagged is not None:
             raise DataError(f"{path}:{untagged.line}: task balancing and --repeat-rare need a \"task\" field "
                             "on every line")
         tagged = tuple(ex.task for ex in examples)
-        unknown = sorted(set(repeat_rare or ()) - set(tagged))
-        if unknown:
-            raise DataError(f"{path}: --repeat-rare names {', '.join(unknown)}, which no line has (tasks present: "
-                            f"{', '.join(sorted(set(tagged)))})")
+        for option, named in (("--repeat-rare", repeat_rare), ("--task-weights", task_weights)):
+            unknown = sorted(set(named or ()) - set(tagged))
+            if unknown:
+                raise DataError(f"{path}: {option} names {', '.join(unknown)}, which no line has (tasks present: "
+                                f"{', '.join(sorted(set(tagged)))})")
         if repeat_rare:
             pool = np.repeat(pool, repeat_factors(tagged, tuple(ex.suffix for ex in examples), repeat_rare))
-        if balance_tasks:
-            pool = pool[balanced_pool(tuple(tagged[i] for i in pool))]
+        if balance_tasks or task_weights:
+            pool = pool[balanced_pool(tuple(tagged[i] for i in pool), task_weights)]
     encoded = [encode_text(tok, ex.prefix, ex.suffix, length) for ex in examples]
     texts = {name: np.stack([getattr(e, name) for e in encoded]) for name in TEXT_FIELDS}
     return Dataset(source=path, images=tuple(ex.image for ex in examples), **texts,

@@ -56,6 +56,16 @@ class FinetuneResult:
     steps_per_s: float  # after the first step
     seconds: float
 
+    def summary(self) -> str:
+        """One line for the end of a run: where it went, its last loss, its speed."""
+        last = self.last
+        parts = [f"{self.out}: {self.cfg.name}, steps {self.start_step} -> {self.steps}",
+                 f"loss {last['loss']:.4f}, token_acc {last['token_acc']:.3f}" if last else "nothing left to train",
+                 f"{self.steps_per_s:.2f} steps/s (first step {self.compile_s:.1f} s)"]
+        if self.last_eval:
+            parts.append(f"eval_loss {self.last_eval['eval_loss']:.4f}")
+        return ", ".join(parts)
+
 
 def _check_out(out: Path) -> None:
     """Refuse to write into a directory that is not (the start of) a finetune run."""
@@ -203,7 +213,7 @@ def finetune(opts: TrainOptions, *, on_step: Callable[[int], None] | None = None
         raise ConfigError(f"--batch {opts.batch} must be a multiple of the {batch_shards(mesh)} devices it is "
                           f"split over")
     ds = load_dataset(opts.data, tok, opts.max_text_len, opts.skip_bad, opts.balance_tasks, opts.tasks,
-                      opts.repeat_rare)
+                      opts.repeat_rare, dict(opts.task_weights or ()))
     eval_ds = load_dataset(opts.eval_data, tok, opts.max_text_len, opts.skip_bad) if opts.eval_data else None
     _log_data_warnings(log, opts.max_text_len, ds, eval_ds)
     out = Path(opts.out)

@@ -16,7 +16,7 @@ QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
                "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks", "tasks",
-               "repeat_rare")
+               "repeat_rare", "task_weights")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TrainOptions:
     balance_tasks: bool = False  # draw every task of --data equally often
     tasks: tuple[str, ...] | None = None  # train on the lines of these tasks only (None: all lines)
     repeat_rare: tuple[str, ...] | None = None  # tasks whose rare answer classes are repeated (data.repeat_factors)
+    task_weights: tuple[tuple[str, float], ...] | None = None  # (task, share weight): balanced draws, weighted
     save_every: int = 500
     log_every: int = 1
     fsdp: int | None = None  # devices per FSDP group; None = the local device count
@@ -93,6 +94,12 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and not (value and all(t.strip() for t in value)):
                 raise ConfigError(f"--{name.replace('_', '-')}: expected a comma list of task names, found {value!r}")
+        names = [name for name, _ in self.task_weights or ()]
+        if len(set(names)) != len(names) or not all(n.strip() for n in names):
+            raise ConfigError(f"--task-weights: expected distinct task names, found {', '.join(names)!r}")
+        bad = next(((n, w) for n, w in self.task_weights or () if not (0 < w < float("inf"))), None)
+        if bad:
+            raise ConfigError(f"--task-weights: the weight of {bad[0]} must be a positive number, found {bad[1]}")
         if self.max_text_len < 3:
             raise ConfigError(f"--max-text-len {self.max_text_len} cannot hold bos, a prefix and a target")
 
@@ -105,8 +112,24 @@ class TrainOptions:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+def parse_task_weights(value: str | None) -> tuple[tuple[str, float], ...] | None:
+    """`ocr=2,count_shape=0.5` -> (("ocr", 2.0), ("count_shape", 0.5)): the command line's --task-weights."""
+    if not value:
+        return None
+    pairs = []
+    for item in value.split(","):
+        name, sep, weight = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            pairs.append((name.strip(), float(weight)))
+        except ValueError:
+            raise ConfigError(f"--task-weights: expected TASK=WEIGHT pairs, found {item.strip()!r}") from None
+    return tuple(pairs)
+
+
 def _jsonable(value: object) -> object:
-    """Paths resolved, so `run/x.npz` and `/abs/run/x.npz` compare equal on resume."""
+    """Paths resolved, so `run/x.npz` and `/abs/run/x.npz` compare equal on resume; tuples as JSON lists."""
     if isinstance(value, tuple):
-        return list(value)
+        return [_jsonable(v) for v in value]
     return str(Path(value).resolve()) if isinstance(value, Path) else value

@@ -69,7 +69,8 @@ def test_cli_bad_line_is_one_error_line(base_opts, data_dir, tmp_path):
 
 
 def test_cli_repeat_rare_reaches_the_data_and_refuses_lines_without_a_task(base_opts, data_dir, tmp_path):
-    """--repeat-rare is parsed as a task list and checked against the data before any step."""
+    """--repeat-rare is parsed as a task list and checked against the data before any step; a malformed
+    --task-weights is one error line."""
     args = ["finetune", "--checkpoint", str(base_opts.checkpoint), "--data", str(data_dir / "train.jsonl"),
             "--steps", "1", "--batch", "4", "--repeat-rare", "detect, count_shape", "--out", str(tmp_path / "run")]
     result = CliRunner().invoke(main, args)
@@ -77,3 +78,5 @@ def test_cli_repeat_rare_reaches_the_data_and_refuses_lines_without_a_task(base_
     assert result.stderr == f"error: {data_dir / 'train.jsonl'}:1: task balancing and --repeat-rare need a " \
                             "\"task\" field on every line\n"
     assert not (tmp_path / "run" / "params.npz").exists()
+    result = CliRunner().invoke(main, args[:-4] + ["--task-weights", "ocr", "--out", str(tmp_path / "run")])
+    assert (result.exit_code, result.stderr) == (2, "error: --task-weights: expected TASK=WEIGHT pairs, found 'ocr'\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +83,40 @@ def test_balanced_pool_shows_every_task_equally_often_and_every_example(tok, tmp
     write_jsonl(tmp_path / "u.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s"}])
     with pytest.raises(DataError, match=r"u.jsonl:1: task balancing and --repeat-rare need"):
         load_dataset(tmp_path / "u.jsonl", tok, 16, balance_tasks=True)
+
+
+def test_task_weights_draw_each_task_in_proportion_to_its_weight(tok, tmp_path):
+    """--task-weights: a weighted --balance-tasks (weight 1 unless named; all 1 is the plain balance), a
+    task the data lacks refused by name, and the option parsed, checked and kept for resuming."""
+    from pg2edge.config import ConfigError
+    from pg2edge.tasks import DataError
+    from pg2edge.train import TrainOptions
+    from pg2edge.train.data import balanced_pool, load_dataset
+    from pg2edge.train.options import parse_task_weights
+
+    tasks = ("ocr", "detect", "detect", "caption", "detect", "caption", "detect")
+    np.testing.assert_array_equal(balanced_pool(tasks, {"detect": 1.0}), balanced_pool(tasks))
+    pool = balanced_pool(tasks, {"ocr": 2.0, "caption": 0.5})
+    assert {t: sum(tasks[i] == t for i in pool) for t in set(tasks)} == {"ocr": 8, "detect": 4, "caption": 2}
+    assert sorted(pool[np.isin(pool, (3, 5))].tolist()) == [3, 5]  # half a share: each caption line once
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    write_jsonl(tmp_path / "d.jsonl", [{"image": "a.png", "prefix": "p", "suffix": "s", "task": t} for t in tasks])
+    weights = parse_task_weights(" ocr=2, caption = 0.5")
+    assert weights == (("ocr", 2.0), ("caption", 0.5))
+    np.testing.assert_array_equal(load_dataset(tmp_path / "d.jsonl", tok, 16, task_weights=dict(weights)).pool, pool)
+    with pytest.raises(DataError, match=r"d.jsonl: --task-weights names segment, which no line has \(tasks "
+                                        r"present: caption, detect, ocr\)"):
+        load_dataset(tmp_path / "d.jsonl", tok, 16, task_weights={"segment": 2.0})
+    for text in ("ocr", "ocr=two", "ocr=2,"):
+        with pytest.raises(ConfigError, match=r"--task-weights: expected TASK=WEIGHT pairs, found"):
+            parse_task_weights(text)
+    base = dict(data=tmp_path, out=tmp_path, steps=1, batch=1, size="tiny", random_init=True)
+    for bad, message in (((("ocr", 0.0),), "the weight of ocr must be a positive number, found 0.0"),
+                         ((("ocr", 1.0), ("ocr", 2.0)), "expected distinct task names")):
+        with pytest.raises(ConfigError, match=message):
+            TrainOptions(**base, task_weights=bad).validate()
+    key = TrainOptions(**base, task_weights=weights).resume_key()["task_weights"]
+    assert key == json.loads(json.dumps(key)) == [["ocr", 2.0], ["caption", 0.5]]  # equal after the JSON trip
 
 
 def test_repeat_rare_repeats_each_answer_class_by_the_root_of_how_much_rarer_it_is(tok, tmp_path):
