@@ -7,13 +7,14 @@ training.json), so the same model can be rebuilt by hand:
 
 1. `pg2edge tasks` writes the suite (the seed, size and resolution below);
 2. `pg2edge pretrain-vision --size mini` trains the image tower alone on each image's words, on the
-   label of each box's centre token and on that token's box edges (PaliGemma's SigLIP stage in
-   miniature, with LocCa-style location terms), every other weight as `--random-init` draws it;
+   label of each box's centre token, on that token's box edges and on the characters of each text image
+   in reading order (PaliGemma's SigLIP stage in miniature, with LocCa-style location terms and a CTC
+   glyph term), every other weight as `--random-init` draws it;
 3. `pg2edge finetune --checkpoint <tower run> --tasks detect --trainable decoder` teaches the decoder to
-   find the object a prompt names and write its box (the tower frozen from here on, as PaliGemma
-   protects its tower from a fresh decoder's gradients); `--tasks color,count_shape,count_color` then
-   reads other properties of the object it finds, on the short VQA lines alone, and
-   `pg2edge finetune --checkpoint <lookup run> --trainable decoder` trains on the whole suite;
+   find the object a prompt names and write its box (lists of several boxes repeated, `--repeat-rare`;
+   the tower frozen from here on, as PaliGemma protects its tower from a fresh decoder's gradients);
+   `pg2edge finetune --checkpoint <detect run> --task-weights ... --trainable decoder` then trains on
+   every task at once, drawn in set proportions rather than as often as the suite has lines;
 4. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
    fake-quant, distilled from the float model itself (the loss is the KL to the float model's
    predictions), so the int4 model stays close to the float one;
@@ -39,15 +40,17 @@ from pg2edge.tasks import SuiteConfig, is_current
 ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
 SUITE = {"n": 16000, "seed": 0, "res": 112, "layout": "grid"}
 TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64", "--lr", "1e-3",
-             "--region-weight", "1", "--box-weight", "1"]
-LOOKUP_RUN = ["--tasks", "color,count_shape,count_color", "--trainable", "decoder", "--steps", "1000", "--batch", "32",
-              "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "16", "--log-every", "50", "--save-every", "1000"]
-DETECT_RUN = ["--tasks", "detect", "--trainable", "decoder", "--steps", "800", "--batch", "32", "--lr", "2e-3",
-              "--warmup", "0.03", "--max-text-len", "40", "--log-every", "50", "--save-every", "800"]
-FLOAT_RUN = ["--trainable", "decoder", "--steps", "500", "--batch", "32", "--lr", "1e-3", "--warmup", "0.05",
-             "--max-text-len", "48", "--log-every", "50", "--save-every", "500"]
+             "--region-weight", "1", "--box-weight", "1", "--glyph-weight", "0.3"]
+DETECT_RUN = ["--tasks", "detect", "--repeat-rare", "detect", "--trainable", "decoder", "--steps", "800",
+              "--batch", "32", "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "40", "--log-every", "50",
+              "--save-every", "800"]
+# Every task at once, OCR drawn twice as often as the others and the two counting tasks half as often each
+# (they stay on the answer prior in this budget; see the README).
+MIX_RUN = ["--task-weights", "ocr=2,count_shape=0.5,count_color=0.5", "--repeat-rare", "detect", "--trainable",
+           "decoder", "--steps", "1500", "--batch", "32", "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "48",
+           "--log-every", "50", "--save-every", "1500"]
 # Decoder stages, each from the previous one's output (the first from the tower run); the last is the model.
-DECODER_STAGES = [("detect", DETECT_RUN), ("lookup", LOOKUP_RUN), ("float", FLOAT_RUN)]
+DECODER_STAGES = [("detect", DETECT_RUN), ("float", MIX_RUN)]
 QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
            "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
 
@@ -63,9 +66,9 @@ def pg2edge(*args: str) -> tuple[str, float]:
 
 
 def evaluate(run: Path, test: Path) -> tuple[str, dict]:
-    """Test-split metrics of a finetune output dir (the float JAX model)."""
+    """Metrics of a finetune output dir (the float JAX model) over the whole test split."""
     out = run / "test_metrics.json"
-    line, _ = pg2edge("eval", str(run), "--data", str(test), "--limit", "1000", "--batch", "32", "--max-new-tokens", "48",
+    line, _ = pg2edge("eval", str(run), "--data", str(test), "--batch", "64", "--max-new-tokens", "48",
                       "--json", str(out))
     return line, json.loads(out.read_text())
 
