@@ -120,9 +120,7 @@ def parse_task_weights(value: str | None) -> tuple[tuple[str, float], ...] | Non
     for item in value.split(","):
         name, sep, weight = item.partition("=")
         try:
-            if not sep:
-                raise ValueError(item)
-            pairs.append((name.strip(), float(weight)))
+            pairs.append((name.strip(), float(weight if sep else "")))  # float("") raises: no "=" at all
         except ValueError:
             raise ConfigError(f"--task-weights: expected TASK=WEIGHT pairs, found {item.strip()!r}") from None
     return tuple(pairs)
