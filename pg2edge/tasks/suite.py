@@ -24,7 +24,9 @@ from pg2edge.tasks.layout import LAYOUTS
 from pg2edge.tasks.targets import Target
 from pg2edge.tasks.vocab import SUITE_WORDS
 
-GENERATOR_VERSION = 3  # bump whenever the same seed would give different files (2: train_simple.jsonl; 3: the layout grid)
+# Bump whenever the same seed would give different files (2: train_simple.jsonl; 3: the layout grid;
+# 4: counting prompts name the shape as every other prompt does, "how many circle are there").
+GENERATOR_VERSION = 4
 SPLITS = ("train", "val", "test")
 # train.jsonl's lines whose image is `simple` (one shape, one text line): a from-scratch model's first
 # curriculum stage, where no answer needs binding a word to one object among several.

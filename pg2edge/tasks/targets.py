@@ -10,7 +10,7 @@ import numpy as np
 from pg2edge.postprocess import format_detection
 from pg2edge.tasks.ocr import TextSpec
 from pg2edge.tasks.render import DrawnShape
-from pg2edge.tasks.vocab import COLORS, SHAPES, plural
+from pg2edge.tasks.vocab import COLORS, SHAPES
 
 TASKS = ("caption", "count_shape", "count_color", "color", "detect", "segment", "ocr")
 _ABSENT_PROBABILITY = 0.25  # counting questions sometimes ask about what is not there (answer "0")
@@ -69,7 +69,10 @@ def shape_targets(shapes: tuple[DrawnShape, ...], rng: np.random.Generator) -> t
     out = [Target("caption", "caption en", caption(shapes))]
 
     shape = _count_target(rng, sorted(by_shape), SHAPES)
-    out.append(Target("count_shape", f"answer en how many {plural(shape)} are there", str(by_shape[shape])))
+    # The shape's name as every other prompt writes it ("how many circle are there", not "circles"): counting
+    # then reuses the lookup detection, segmentation and colour questions teach, instead of learning six plural
+    # tokens from its own lines (see the README).
+    out.append(Target("count_shape", f"answer en how many {shape} are there", str(by_shape[shape])))
     color = _count_target(rng, sorted(by_color), tuple(COLORS))
     out.append(Target("count_color", f"answer en how many {color} shapes are there", str(by_color[color])))
 

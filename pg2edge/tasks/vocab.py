@@ -41,14 +41,9 @@ TASK_WORDS: tuple[str, ...] = ("caption", "en", "answer", "how", "many", "are", 
                                "the", "shapes", "a", "and", "ocr", "detect", "segment")
 
 
-def plural(shape: str) -> str:
-    """Plural of a shape name, as counting questions ask for it (all six are regular)."""
-    return shape + "s"
-
-
 def _suite_words() -> tuple[str, ...]:
     """Every word any prefix or suffix can contain, deduplicated in first-seen order."""
-    words = [*TASK_WORDS, *COLORS, *SHAPES, *(plural(s) for s in SHAPES), *SIZES, *OCR_WORDS]
+    words = [*TASK_WORDS, *COLORS, *SHAPES, *SIZES, *OCR_WORDS]
     return tuple(dict.fromkeys(words))
 
 

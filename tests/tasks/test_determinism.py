@@ -94,7 +94,7 @@ def test_splits_are_80_10_10_by_image_and_seeded():
 def test_meta_records_seed_res_counts_and_version(suite_dir):
     out, summary = suite_dir
     meta = json.loads((out / "meta.json").read_text())
-    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 3)
+    assert (meta["seed"], meta["res"], meta["n_images"], meta["generator_version"]) == (7, 112, 30, 4)
     assert meta["images"] == summary.images and sum(meta["images"].values()) == 30
     assert meta["examples"] == summary.examples and meta["tasks"] == summary.tasks
     for split, count in summary.examples.items():

@@ -71,8 +71,9 @@ def test_count_answers_equal_the_number_drawn(images):
     zero_seen = False
     for im in _shape_images(images):
         targets = _by_task(im)
-        shape = targets["count_shape"].prefix.split()[-3].removesuffix("s")
+        shape = targets["count_shape"].prefix.split()[-3]
         color = targets["count_color"].prefix.split()[-4]
+        assert shape in SHAPES and color in COLORS  # the word detect/segment/colour prompts use, not a plural
         assert targets["count_shape"].suffix == str(sum(s.spec.shape == shape for s in im.content))
         assert targets["count_color"].suffix == str(sum(s.spec.color == color for s in im.content))
         zero_seen |= targets["count_shape"].suffix == "0"
