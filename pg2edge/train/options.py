@@ -116,14 +116,18 @@ def parse_task_weights(value: str | None) -> tuple[tuple[str, float], ...] | Non
     """`ocr=2,count_shape=0.5` -> (("ocr", 2.0), ("count_shape", 0.5)): the command line's --task-weights."""
     if not value:
         return None
-    pairs = []
-    for item in value.split(","):
-        name, sep, weight = item.partition("=")
-        try:
-            pairs.append((name.strip(), float(weight if sep else "")))  # float("") raises: no "=" at all
-        except ValueError:
-            raise ConfigError(f"--task-weights: expected TASK=WEIGHT pairs, found {item.strip()!r}") from None
-    return tuple(pairs)
+    return tuple(_task_weight(item) for item in value.split(","))
+
+
+def _task_weight(item: str) -> tuple[str, float]:
+    """One `TASK=WEIGHT` item of --task-weights (range checks are `FinetuneOptions`')."""
+    name, sep, weight = item.partition("=")
+    try:
+        if sep:
+            return name.strip(), float(weight)
+    except ValueError:
+        pass
+    raise ConfigError(f"--task-weights: expected TASK=WEIGHT pairs, found {item.strip()!r}")
 
 
 def _jsonable(value: object) -> object:
