@@ -85,11 +85,12 @@ def probe_accuracy(x_train: np.ndarray, y_train: list, x_test: np.ndarray, y_tes
     return float(np.mean(np.argmax(b @ w, 1) == np.array([classes.index(y) for y in y_test])))
 
 
-def pretrain(suite: Path, out: Path, weight: float) -> float:
-    """Run the shipped model's `pg2edge pretrain-vision` command with only `--region-weight` changed; seconds."""
+def pretrain(suite: Path, out: Path, changed: dict[str, str]) -> float:
+    """Run the shipped model's `pg2edge pretrain-vision` command with only the `changed` options changed; seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    at = TOWER_RUN.index("--region-weight") + 1
-    args = [*TOWER_RUN[:at], f"{weight:g}", *TOWER_RUN[at + 1:]]
+    args = list(TOWER_RUN)
+    for option, value in changed.items():
+        args[args.index(option) + 1] = value
     return pg2edge("pretrain-vision", *args, "--data", str(suite / "train.jsonl"), "--out", str(out))[1]
 
 
@@ -122,7 +123,7 @@ def main() -> None:
     rows = []
     for weight in (float(w) for w in args.weights.split(",")):
         run = args.work / f"tower-region-{weight:g}"
-        seconds = pretrain(suite, run, weight)
+        seconds = pretrain(suite, run, {"--region-weight": f"{weight:g}"})
         (x_tr, c_tr, s_tr), (x_te, c_te, s_te) = (centre_tokens(run, objs[s]) for s in ("train", "test"))
         rows.append({"region_weight": weight, "seconds": round(seconds, 1),
                      "shape": probe_accuracy(x_tr, s_tr, x_te, s_te, SHAPES),
@@ -131,7 +132,8 @@ def main() -> None:
     meta = {"suite": {"n": SUITE.n, "seed": SUITE.seed, "res": SUITE.res, "layout": SUITE.layout},
             "steps": int(TOWER_RUN[TOWER_RUN.index("--steps") + 1]),
             "batch": int(TOWER_RUN[TOWER_RUN.index("--batch") + 1]), "ridge": RIDGE,
-            "train_objects": sum(map(len, objs["train"].values())), "test_objects": sum(map(len, objs["test"].values()))}
+            "train_objects": sum(map(len, objs["train"].values())),
+            "test_objects": sum(map(len, objs["test"].values()))}
     write_results(rows, meta)
 
 

@@ -29,8 +29,11 @@ frozen), 0.79 of test boxes at IoU >= 0.5 with it and 0.41 without.
 
 A glyph term (`glyph_ctc`, off unless `glyph_weight` > 0) makes the tokens of a text
 image say which character each shows, by CTC of its `ocr` line over the tokens in
-reading order: 600 steps of a fresh decoder on the `ocr` lines then read the test
-texts at a character error rate of 0.17 from that tower and 0.96 from one without it.
+reading order. CTC alone does not start (the tower's own reading of the test texts
+stays at a character error rate of 0.99 without the region and box terms); with them
+it depends on the learning rate: 800 steps of 64 at weight 1 read at 0.26 with lr
+1e-3 and 0.001 with 3e-3, which also lowers the region and box terms
+(benchmarks/tower_glyph_probe.py).
 
 The output directory holds the full model (the tower trained, every other weight
 exactly as `finetune --random-init --seed S` draws it), its config and tokenizer,
@@ -61,7 +64,7 @@ from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
-from pg2edge.train.glyph_ctc import glyph_head, glyph_labels, glyph_loss
+from pg2edge.train.glyph_ctc import glyph_head, glyph_labels, glyph_loss, write_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.optim import CLIP_NORM, lr_schedule
@@ -286,6 +289,8 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
         params["img"] = theta["img"]
         artifacts.write_model(tmp, params, cfg)
         artifacts.write_tokenizer(tmp, tok)
+        if "glyph" in theta:
+            write_head(tmp, theta["glyph"], glyph_labels(words.texts).charset)
         record = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
                   "variant": cfg.name, "images": len(words.images), "word_tokens": int(words.vocab.size),
                   "regions": regions,

@@ -6,8 +6,10 @@ import itertools
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from pg2edge.train.glyph_ctc import BLANK, FRAMES_PER_TOKEN, glyph_labels, glyph_loss
+from pg2edge.train.glyph_ctc import (BLANK, FRAMES_PER_TOKEN, HEAD_FILE, glyph_frames, glyph_labels, glyph_loss,
+                                     greedy_read, read_head, write_head)
 
 
 def test_labels_are_the_texts_characters_right_padded_over_a_charset_of_all_of_them():
@@ -40,3 +42,28 @@ def test_the_loss_is_minus_log_the_summed_probability_of_every_alignment_per_cha
     none = glyph_labels([None, None])
     assert float(glyph_loss(tokens, head, jnp.asarray(none.labels), jnp.asarray(none.paddings),
                             jnp.asarray(none.has_text))) == 0.0
+
+
+def test_the_best_path_merges_repeats_then_drops_blanks_so_a_doubled_letter_needs_a_blank_between():
+    charset = " ab"
+    paths = [[0, 2, 2, 0, 2, 3, 3, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0], [3, 3, 3, 3, 1, 1, 2, 2, 2]]
+    frames = np.eye(4)[paths]  # one-hot logits: the path is each frame's top class
+    assert greedy_read(frames, charset) == ["aab ", "", "b a"]
+
+
+def test_frames_are_each_tokens_frames_in_raster_order():
+    rng = np.random.default_rng(1)
+    tokens, head = rng.normal(size=(1, 3, 4)), rng.normal(size=(4, FRAMES_PER_TOKEN * 5))
+    frames = np.asarray(glyph_frames(jnp.asarray(tokens), jnp.asarray(head)))
+    np.testing.assert_allclose(frames[0, 2:4].reshape(-1), tokens[0, 1] @ head, rtol=1e-5)
+
+
+def test_the_kept_head_round_trips_and_a_head_that_does_not_fit_its_charset_is_refused(tmp_path):
+    head = np.arange(4 * FRAMES_PER_TOKEN * 4, dtype=np.float32).reshape(4, -1)
+    write_head(tmp_path, head, " 1é")
+    got, charset = read_head(tmp_path)
+    np.testing.assert_array_equal(got, head)
+    assert charset == " 1é"
+    np.savez(tmp_path / HEAD_FILE, head=head[:, :-1], charset=np.array([32], np.int32))
+    with pytest.raises(ValueError, match=f"{HEAD_FILE}: head .* does not fit a charset of 1 characters"):
+        read_head(tmp_path)

@@ -15,6 +15,7 @@ from pg2edge.config import get_config
 from pg2edge.param_layout import flatten
 from pg2edge.tasks import DataError, SuiteConfig, read_examples, write_suite
 from pg2edge.train import TrainOptions
+from pg2edge.train.glyph_ctc import FRAMES_PER_TOKEN, read_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.source import load_source, resolve_tokenizer
 from pg2edge.train.vision_pretrain import (VisionPretrainOptions, box_loss, centre_cell, image_words,
@@ -146,7 +147,10 @@ def test_loss_falls_and_only_the_tower_moves(pretrained):
             np.testing.assert_array_equal(value, init[key], err_msg=key)  # exactly finetune --random-init's draw
     assert not np.allclose(loaded["img/embedding/kernel"], init["img/embedding/kernel"])
     assert {p.name for p in out.iterdir()} == {"params.npz", "config.json", "tokenizer.model", "metrics.jsonl",
-                                              "vision_pretrain.json"}
+                                              "vision_pretrain.json", "glyph_head.npz"}
+    head, charset = read_head(out)  # kept so the tower's own reading can be scored
+    assert head.shape == (CFG.text.width, FRAMES_PER_TOKEN * (len(charset) + 1))
+    assert charset == "".join(sorted(set(charset)))
 
 
 def test_cli_refuses_an_existing_out_in_one_line_and_leaves_nothing(pretrained, suite):
