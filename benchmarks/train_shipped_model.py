@@ -39,20 +39,20 @@ from pg2edge.tasks import SuiteConfig, is_current
 
 ASSETS = Path(__file__).resolve().parents[1] / "pg2edge" / "assets"
 SUITE = {"n": 16000, "seed": 0, "res": 112, "layout": "grid"}
-TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64", "--lr", "1e-3",
-             "--region-weight", "1", "--box-weight", "1", "--glyph-weight", "0.3"]
+TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64", "--lr", "3e-3",
+             "--region-weight", "1", "--box-weight", "1", "--glyph-weight", "1"]
 DETECT_RUN = ["--tasks", "detect", "--repeat-rare", "detect", "--trainable", "decoder", "--steps", "800",
-              "--batch", "32", "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "40", "--log-every", "50",
+              "--batch", "32", "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "34", "--log-every", "50",
               "--save-every", "800"]
-# Every task at once: OCR drawn twice as often as captions, colour and segmentation, detection 1.5 times
-# (it keeps its boxes), the two counting tasks half as often each (see the README).
-MIX_RUN = ["--task-weights", "ocr=2,count_shape=0.5,count_color=0.5,detect=1.5", "--repeat-rare", "detect",
+# Every task at once: OCR and colour questions drawn twice as often as captions and segmentation, detection
+# 1.5 times (it keeps its boxes), counting by shape as often, counting by colour half as often (see the README).
+MIX_RUN = ["--task-weights", "ocr=2,count_shape=1,count_color=0.5,color=2,detect=1.5", "--repeat-rare", "detect",
            "--trainable", "decoder", "--steps", "1500", "--batch", "32", "--lr", "2e-3", "--warmup", "0.03",
-           "--max-text-len", "48", "--log-every", "50", "--save-every", "1500"]
+           "--max-text-len", "34", "--log-every", "50", "--save-every", "1500"]
 # Decoder stages, each from the previous one's output (the first from the tower run); the last is the model.
 DECODER_STAGES = [("detect", DETECT_RUN), ("float", MIX_RUN)]
 QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
-           "--max-text-len", "48", "--log-every", "50", "--save-every", "300"]
+           "--max-text-len", "34", "--log-every", "50", "--save-every", "300"]
 
 
 def pg2edge(*args: str) -> tuple[str, float]:
