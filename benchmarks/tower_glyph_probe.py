@@ -31,10 +31,9 @@ from pg2edge.eval.ocr import cer
 from pg2edge.model import siglip
 from pg2edge.param_layout import unflatten
 from pg2edge.preprocess import preprocess_batch
-from pg2edge.tasks import is_current, read_examples, write_suite
+from pg2edge.tasks import read_examples
 from pg2edge.train.glyph_ctc import glyph_frames, greedy_read, read_head
-from tower_probe import CFG, RESULTS, SUITE, pretrain
-from train_shipped_model import TOWER_RUN
+from tower_probe import CFG, RESULTS, ensure_suite, pretrain, run_meta, run_sentence
 
 LOSSES = ("bag_loss", "region_loss", "box_loss", "glyph_loss")
 
@@ -69,9 +68,8 @@ def write_results(rows: list[dict], meta: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tower_glyph_probe.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Tower glyph probe: what does the image tower read by itself?", "",
-             f"`pg2edge pretrain-vision --size mini`, {meta['steps']} steps of {meta['batch']} images on the "
-             f"shipped model's suite (seed {SUITE.seed}, {SUITE.n} examples, {SUITE.res} px, {SUITE.layout} layout), "
-             f"only `--lr` and `--glyph-weight` changed. CER of the tower's own best-path CTC reading of the "
+             f"{run_sentence(meta)}, only `--lr` and `--glyph-weight` changed. CER of the tower's own best-path "
+             "CTC reading of the "
              f"{meta['ocr_images']} `ocr` test images ({meta['number_images']} of them numbers only); losses: the "
              "mean of the last three logged steps.", "",
              "| lr | glyph weight | tower CER | CER on numbers | bag | region | box | glyph | pretrain s |",
@@ -89,9 +87,7 @@ def main() -> None:
                     help="comma list of LR:GLYPH_WEIGHT (the glyph weight must be > 0: the map is what reads)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-tower-probe")
     args = ap.parse_args()
-    suite = args.work / "suite"
-    if not is_current(suite, SUITE):
-        write_suite(suite, SUITE, force=True)
+    suite = ensure_suite(args.work)
     texts = [ex for ex in read_examples(suite / "test.jsonl").examples if ex.task == "ocr"]
     references = [ex.suffix for ex in texts]
     rows = []
@@ -103,9 +99,7 @@ def main() -> None:
         rows.append({"lr": float(lr), "glyph_weight": float(weight), "seconds": round(seconds, 1),
                      "cer": cer(read, references), "digits_cer": digits_cer(read, references), **last_losses(run)})
         print(rows[-1], flush=True)
-    meta = {"suite": {"n": SUITE.n, "seed": SUITE.seed, "res": SUITE.res, "layout": SUITE.layout},
-            "steps": int(TOWER_RUN[TOWER_RUN.index("--steps") + 1]),
-            "batch": int(TOWER_RUN[TOWER_RUN.index("--batch") + 1]), "ocr_images": len(texts),
+    meta = {**run_meta(), "ocr_images": len(texts),
             "number_images": sum(all(w.isdigit() for w in r.split()) for r in references)}
     write_results(rows, meta)
 

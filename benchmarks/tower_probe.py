@@ -94,14 +94,33 @@ def pretrain(suite: Path, out: Path, changed: dict[str, str]) -> float:
     return pg2edge("pretrain-vision", *args, "--data", str(suite / "train.jsonl"), "--out", str(out))[1]
 
 
+def ensure_suite(work: Path) -> Path:
+    """`work`/suite: the shipped model's suite, regenerated unless it is already there and current."""
+    suite = work / "suite"
+    if not is_current(suite, SUITE):
+        write_suite(suite, SUITE, force=True)
+    return suite
+
+
+def run_meta() -> dict:
+    """The suite and the shipped tower command's steps and batch, which every probe's rows share."""
+    return {"suite": {"n": SUITE.n, "seed": SUITE.seed, "res": SUITE.res, "layout": SUITE.layout},
+            "steps": int(TOWER_RUN[TOWER_RUN.index("--steps") + 1]),
+            "batch": int(TOWER_RUN[TOWER_RUN.index("--batch") + 1])}
+
+
+def run_sentence(meta: dict) -> str:
+    """The markdown sentence naming the tower command and suite that a probe's rows come from."""
+    return (f"`pg2edge pretrain-vision --size mini`, {meta['steps']} steps of {meta['batch']} images on the "
+            f"shipped model's suite (seed {SUITE.seed}, {SUITE.n} examples, {SUITE.res} px, {SUITE.layout} layout)")
+
+
 def write_results(rows: list[dict], meta: dict) -> None:
     """tower_probe.json and .md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tower_probe.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Tower probe: does the token under each object say what it is?", "",
-             f"`pg2edge pretrain-vision --size mini`, {meta['steps']} steps of {meta['batch']} images on the "
-             f"shipped model's suite (seed {SUITE.seed}, {SUITE.n} examples, {SUITE.res} px, {SUITE.layout} layout). "
-             f"Linear probe (ridge) on the projected token under each object's box centre: "
+             f"{run_sentence(meta)}. Linear probe (ridge) on the projected token under each object's box centre: "
              f"{meta['train_objects']} objects of {PROBE_IMAGES['train']} train images fit it, "
              f"{meta['test_objects']} objects of {PROBE_IMAGES['test']} test images score it. "
              f"Chance: shape {1 / len(SHAPES):.2f}, colour {1 / len(COLORS):.3f}.", "",
@@ -116,9 +135,7 @@ def main() -> None:
     ap.add_argument("--weights", default="0,1", help="comma list of --region-weight values")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-tower-probe")
     args = ap.parse_args()
-    suite = args.work / "suite"
-    if not is_current(suite, SUITE):
-        write_suite(suite, SUITE, force=True)
+    suite = ensure_suite(args.work)
     objs = {split: objects(suite / f"{split}.jsonl", limit) for split, limit in PROBE_IMAGES.items()}
     rows = []
     for weight in (float(w) for w in args.weights.split(",")):
@@ -129,10 +146,7 @@ def main() -> None:
                      "shape": probe_accuracy(x_tr, s_tr, x_te, s_te, SHAPES),
                      "colour": probe_accuracy(x_tr, c_tr, x_te, c_te, tuple(COLORS))})
         print(rows[-1], flush=True)
-    meta = {"suite": {"n": SUITE.n, "seed": SUITE.seed, "res": SUITE.res, "layout": SUITE.layout},
-            "steps": int(TOWER_RUN[TOWER_RUN.index("--steps") + 1]),
-            "batch": int(TOWER_RUN[TOWER_RUN.index("--batch") + 1]), "ridge": RIDGE,
-            "train_objects": sum(map(len, objs["train"].values())),
+    meta = {**run_meta(), "ridge": RIDGE, "train_objects": sum(map(len, objs["train"].values())),
             "test_objects": sum(map(len, objs["test"].values()))}
     write_results(rows, meta)
 
