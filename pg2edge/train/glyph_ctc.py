@@ -86,6 +86,8 @@ def write_head(directory: Path, head: jax.Array, charset: str) -> None:
 def read_head(directory: Path) -> tuple[np.ndarray, str]:
     """(map [D, FRAMES_PER_TOKEN * classes], charset) that a tower stage kept in `directory`."""
     with np.load(directory / HEAD_FILE, allow_pickle=False) as f:
+        if not {"head", "charset"} <= set(f.files):
+            raise ValueError(f"{directory / HEAD_FILE}: expected arrays 'head' and 'charset', found {sorted(f.files)}")
         head, codes = f["head"], f["charset"]
     if head.ndim != 2 or head.shape[1] != FRAMES_PER_TOKEN * (len(codes) + 1):
         raise ValueError(f"{directory / HEAD_FILE}: head {head.shape} does not fit a charset of {len(codes)} "

@@ -67,3 +67,6 @@ def test_the_kept_head_round_trips_and_a_head_that_does_not_fit_its_charset_is_r
     np.savez(tmp_path / HEAD_FILE, head=head[:, :-1], charset=np.array([32], np.int32))
     with pytest.raises(ValueError, match=f"{HEAD_FILE}: head .* does not fit a charset of 1 characters"):
         read_head(tmp_path)
+    np.savez(tmp_path / HEAD_FILE, head=head)
+    with pytest.raises(ValueError, match=f"{HEAD_FILE}: expected arrays 'head' and 'charset', found \\['head'\\]"):
+        read_head(tmp_path)
