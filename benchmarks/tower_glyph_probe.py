@@ -50,10 +50,14 @@ def tower_reading(run: Path, images: list[Path]) -> list[str]:
     return read
 
 
+def is_number(text: str) -> bool:
+    """Every word of an OCR text is digits (the texts whose CER `digits_cer` reports)."""
+    return all(word.isdigit() for word in text.split())
+
+
 def digits_cer(predictions: list[str], references: list[str]) -> float:
-    """CER over the references that are all numbers (every word digits), against what was read for them."""
-    pairs = [(p, r) for p, r in zip(predictions, references, strict=True)
-             if all(word.isdigit() for word in r.split())]
+    """CER over the references that are all numbers, against what was read for them."""
+    pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if is_number(r)]
     return cer([p for p, _ in pairs], [r for _, r in pairs])
 
 
@@ -87,12 +91,18 @@ def main() -> None:
                     help="comma list of LR:GLYPH_WEIGHT (the glyph weight must be > 0: the map is what reads)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pg2edge-tower-probe")
     args = ap.parse_args()
+    runs = [tuple(spec.split(":")) for spec in args.runs.split(",")]
+    try:
+        valid = all(len(run) == 2 and float(run[0]) > 0 and float(run[1]) > 0 for run in runs)
+    except ValueError:
+        valid = False
+    if not valid:
+        ap.error(f"--runs: expected LR:GLYPH_WEIGHT items, both numbers > 0, found {args.runs!r}")
     suite = ensure_suite(args.work)
     texts = [ex for ex in read_examples(suite / "test.jsonl").examples if ex.task == "ocr"]
     references = [ex.suffix for ex in texts]
     rows = []
-    for run_spec in args.runs.split(","):
-        lr, weight = run_spec.split(":")
+    for lr, weight in runs:
         run = args.work / f"tower-lr-{lr}-glyph-{weight}"
         seconds = pretrain(suite, run, {"--lr": lr, "--glyph-weight": weight})
         read = tower_reading(run, [ex.image for ex in texts])
@@ -100,7 +110,7 @@ def main() -> None:
                      "cer": cer(read, references), "digits_cer": digits_cer(read, references), **last_losses(run)})
         print(rows[-1], flush=True)
     meta = {**run_meta(), "ocr_images": len(texts),
-            "number_images": sum(all(w.isdigit() for w in r.split()) for r in references)}
+            "number_images": sum(map(is_number, references))}
     write_results(rows, meta)
 
 

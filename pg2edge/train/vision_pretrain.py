@@ -64,7 +64,7 @@ from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import stream_indices
-from pg2edge.train.glyph_ctc import glyph_head, glyph_labels, glyph_loss, write_head
+from pg2edge.train.glyph_ctc import GlyphLabels, glyph_head, glyph_labels, glyph_loss, write_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.optim import CLIP_NORM, lr_schedule
@@ -285,12 +285,13 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
         log(f"{opts.data}: {len(words.images)} images, {words.vocab.size} word tokens, "
             f"{regions} labelled regions{skipped}")
         params = from_scratch_params(cfg, jax.random.PRNGKey(opts.seed))  # finetune --random-init's draw
-        theta, records, compile_s = _train(opts, cfg, words, params["img"], progress, tmp)
+        glyphs = glyph_labels(words.texts)
+        theta, records, compile_s = _train(opts, cfg, words, glyphs, params["img"], progress, tmp)
         params["img"] = theta["img"]
         artifacts.write_model(tmp, params, cfg)
         artifacts.write_tokenizer(tmp, tok)
         if "glyph" in theta:
-            write_head(tmp, theta["glyph"], glyph_labels(words.texts).charset)
+            write_head(tmp, theta["glyph"], glyphs.charset)
         record = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
                   "variant": cfg.name, "images": len(words.images), "word_tokens": int(words.vocab.size),
                   "regions": regions,
@@ -301,13 +302,12 @@ def pretrain_vision(opts: VisionPretrainOptions, log: Callable[[str], None] = la
     return record
 
 
-def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, img: dict, progress: bool,
-           out: Path) -> tuple[dict, list[dict], float]:
+def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, glyphs: GlyphLabels, img: dict,
+           progress: bool, out: Path) -> tuple[dict, list[dict], float]:
     """(trained tower + word vectors, logged records, seconds of the first step); metrics go to out/metrics.jsonl."""
     theta = {"img": img, **word_head(jax.random.PRNGKey(opts.seed + 1), words.vocab.size, cfg.text.width)}
     if opts.box_weight:
         theta["box"] = box_head(jax.random.PRNGKey(opts.seed + 2), cfg.text.width)
-    glyphs = glyph_labels(words.texts)
     if opts.glyph_weight:
         theta["glyph"] = glyph_head(jax.random.PRNGKey(opts.seed + 3), cfg.text.width, glyphs.classes)
     optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
