@@ -106,6 +106,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--accuracy-level", type=int, default=4, show_default=True,
               help="4 = int8 activations in the kernels (fast), 0 = float activations, equal to the reference "
                    "(ONNX MatMulNBits; TFLite per-channel weights, held in float at run time: small models only)")
+@click.option("--gptq", type=int, default=0, help="GPTQ codes from N suite calibration images (small models)")
 @click.option("--max-len", type=int, default=1024, show_default=True, help="KV cache capacity")
 @click.option("--prefill", default="512", show_default=True, callback=_int_list,
               help="comma list of prompt-token buckets (after the image tokens)")
@@ -115,7 +116,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
               help="write quant_report.json/.md: per-tensor weight error and output error on a calibration batch")
 @_one_line_errors
 def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, quant, block, int4_clip,
-            accuracy_level, max_len, prefill, out, force, report) -> None:
+            accuracy_level, gptq, max_len, prefill, out, force, report) -> None:
     """Convert a checkpoint into an ONNX / TFLite bundle with quantized weights."""
     from rich.console import Console
     from rich.table import Table
@@ -127,9 +128,7 @@ def convert(size, res, checkpoint, random_init, seed, tokenizer, vae, formats, q
                           tokenizer=tokenizer, vae=vae,
                           formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
                           quant=quant, block=block, int4_clip=int4_clip, accuracy_level=accuracy_level,
-                          max_len=max_len,
-                          prefill=prefill, out=out, force=force,
-                          report=report)
+                          gptq_images=gptq, max_len=max_len, prefill=prefill, out=out, force=force, report=report)
     with RichProgress() as progress:
         result = run_convert(opts, progress=progress)
     table = Table(title=f"{out} ({result.seconds:.1f} s)")

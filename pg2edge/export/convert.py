@@ -18,6 +18,7 @@ import numpy as np
 from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
 from pg2edge.export.split import Part, SplitConfig, split_model, step_part
+from pg2edge.export.report_calibration import CALIBRATION_SEED
 from pg2edge.export.stages import STAGE_BYTES
 from pg2edge.param_layout import flatten, float32_bytes, unflatten
 from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
@@ -46,6 +47,7 @@ class ConvertOptions:
     block: int = 32
     int4_clip: str = "mse"  # how int4 scales are chosen: "mse" (searched, what QAT trains against) or "max"
     accuracy_level: int = 4  # 4 = int8 activations in the kernels (fast), 0 = float activations (exact)
+    gptq_images: int = 0  # > 0: GPTQ codes from this many suite calibration images (`quantize.gptq`)
     max_len: int = 1024
     prefill: tuple[int, ...] = (512,)
     force: bool = False
@@ -75,6 +77,8 @@ class ConvertOptions:
             raise ConfigError(f"int4 clip {self.int4_clip!r}: expected one of {', '.join(CLIPS)}")
         if self.quant in ("int4", "mixed"):
             _check_block_divides(cfg, self.block)
+        if self.gptq_images:
+            _check_gptq(cfg, self.quant, self.gptq_images)
         SplitConfig(self.max_len, tuple(sorted(self.prefill))).validate(cfg)
         check_out_dir(Path(self.out), self.force)
         return cfg
@@ -118,6 +122,20 @@ def resolve_finetune_dir(opts: ConvertOptions, cfg: ModelConfig) -> tuple[Conver
             raise ConfigError(f"{ckpt}: trained as {trained.name}, but --size/--res ask for {cfg.name}")
         cfg = trained
     return dataclasses.replace(opts, checkpoint=ckpt / "params.npz", tokenizer=tokenizer), cfg
+
+
+def _check_gptq(cfg: ModelConfig, quant: str, images: int) -> None:
+    """GPTQ runs the float model on its calibration images: only a quantized recipe, only a model that fits."""
+    from pg2edge.export.report_calibration import MAX_FLOAT_BYTES
+
+    if images < 0:
+        raise ConfigError(f"--gptq {images}: expected a number of calibration images >= 1 (0 = off)")
+    if quant == "f32":
+        raise ConfigError("--gptq chooses quantized codes: give --quant int8, int4 or mixed")
+    size = float32_bytes(cfg)
+    if size > MAX_FLOAT_BYTES:
+        raise ConfigError(f"--gptq runs the float model: {cfg.name} holds {size / 2**30:.1f} GiB of float32 weights, "
+                          f"over the {MAX_FLOAT_BYTES / 2**30:.0f} GiB calibration limit; convert without --gptq")
 
 
 def load_weights(opts: ConvertOptions, cfg: ModelConfig) -> tuple[ModelConfig, dict, dict]:
@@ -192,7 +210,9 @@ def build_manifest(cfg: ModelConfig, opts: ConvertOptions, weights: dict, tok: T
         "postprocess": {"loc_tokens": 1024, "seg_tokens": 128, "loc_denominator": LOC_DENOMINATOR,
                         "box_order": "y0 x0 y1 x1"},
         "quant": {"recipe": opts.quant, "block": opts.block, "int4_clip": opts.int4_clip,
-                  "onnx_accuracy_level": opts.accuracy_level},
+                  "onnx_accuracy_level": opts.accuracy_level,
+                  "gptq": ({"calibration_images": opts.gptq_images, "calibration_seed": CALIBRATION_SEED}
+                           if opts.gptq_images else None)},
         "parts": {p.name: _io(p) for p in parts},
         "backends": backends,
     }
@@ -219,6 +239,13 @@ def convert(opts: ConvertOptions, progress: Progress = _Silent()) -> ConvertResu
     cfg, params, weights = load_weights(opts, cfg)
     progress.advance("load weights")
     tok = load_tokenizer(opts, cfg)
+    if opts.gptq_images:
+        from pg2edge.export.report_calibration import gptq_hessians
+
+        progress.stage("gptq calibration", 1)
+        params = _materialized(params)
+        recipe = dataclasses.replace(recipe, hessians=gptq_hessians(cfg, tok, params, opts.gptq_images))
+        progress.advance("gptq calibration")
     split = SplitConfig(opts.max_len, tuple(sorted(opts.prefill)))
     parts = split_model(cfg, split)
     # ONNX: vision + one `step` graph of symbolic length (one session holds the decoder weights once);

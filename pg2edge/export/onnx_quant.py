@@ -13,7 +13,7 @@ from pg2edge.export.onnx_export import FloatWeights
 from pg2edge.export.onnx_lower import Const, Dyn, GraphBuilder, weight_key
 from pg2edge.quantize.ort_pack import pack_matmul_nbits
 from pg2edge.quantize.recipes import Recipe
-from pg2edge.quantize.schemes import Scheme, quantize
+from pg2edge.quantize.schemes import Scheme
 
 ACCURACY_LEVEL = 4  # int8 activations inside MatMulNBits: the fast CPU kernels
 
@@ -35,7 +35,7 @@ class QuantizedWeights(FloatWeights):
             s = g.const(None, f"{param}.scales", (key, "scales"))
             block = g.weights.meta[key]
         else:
-            packed = pack_matmul_nbits(quantize(w_kn.materialize(), scheme, name=param))
+            packed = pack_matmul_nbits(self.recipe.quantize(w_kn.materialize(), scheme, name=param))
             b = g.const(packed.b, f"{param}.B", (key, "B"))
             s = g.const(packed.scales, f"{param}.scales", (key, "scales"))
             block = packed.block_size

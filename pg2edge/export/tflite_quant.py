@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from pg2edge.param_layout import flatten
 from pg2edge.quantize.matmul_view import matmul_label, matmul_view
 from pg2edge.quantize.recipes import Recipe
 from pg2edge.quantize.schemes import QuantizedTensor, Scheme, quantize
+
+if TYPE_CHECKING:
+    from pg2edge.quantize.gptq import Hessians
 
 QUANTIZABLE_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
 
@@ -49,6 +53,7 @@ class WeightPlan:
     index: tuple[int, ...]  # which matmul of the stacked parameter (layer[, k/v or gate/up])
     scheme: Scheme | None  # None: stays float
     exact: bool = False  # per-channel weights through DEQUANTIZE + float op (a float copy at run time)
+    hessians: Hessians | None = field(default=None, compare=False, repr=False)  # GPTQ codes where they cover
 
     @property
     def label(self) -> str:
@@ -69,7 +74,8 @@ class WeightPlan:
 
     def quantized(self, params_flat: dict) -> QuantizedTensor:
         """The reference codes and scales of this weight."""
-        return quantize(self.reference_nk(params_flat).T, self.scheme, name=self.label)
+        quantizer = quantize if self.hessians is None else self.hessians.quantize
+        return quantizer(self.reference_nk(params_flat).T, self.scheme, name=self.label)
 
 
 # ---------------------------------------------------------------- mapping weights to parameters
@@ -152,7 +158,7 @@ def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None, exact: b
             continue
         name, index = match
         scheme = None if recipe is None else recipe.scheme_for(name, np.shape(params_flat[name]))
-        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme), exact))
+        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme), exact, recipe.hessians))
     return tuple(plans)
 
 

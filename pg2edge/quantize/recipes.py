@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, replace
-from typing import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from pg2edge.config import ConfigError
 from pg2edge.param_layout import flatten, unflatten
 from pg2edge.quantize.matmul_view import is_matmul_weight, matmul_label, matmul_view
 from pg2edge.quantize.schemes import CLIPS, QuantizedTensor, Scheme, dequantize_rows, quantize
+
+if TYPE_CHECKING:
+    from pg2edge.quantize.gptq import Hessians
 
 RECIPE_NAMES = ("f32", "int8", "int4", "mixed")
 BLOCK_SIZES = (32, 64, 128)
@@ -49,6 +52,8 @@ class Recipe:
     block: int
     rules: tuple[Rule, ...]
     fallback: Scheme | None = INT8_PER_CHANNEL  # for a block that does not divide K
+    # calibration Hessians: weights they cover get GPTQ codes instead of round-to-nearest (`quantize.gptq`)
+    hessians: Hessians | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fallback is not None and self.fallback.block is not None:
@@ -71,6 +76,12 @@ class Recipe:
             return scheme
         view = matmul_view(name, shape)
         return scheme if view.k % scheme.block == 0 else self.fallback
+
+    def quantize(self, w_kn: np.ndarray, scheme: Scheme, *, name: str | None = None) -> QuantizedTensor:
+        """One [K, N] matmul weight in `scheme`: GPTQ codes where the recipe has its Hessian, else nearest."""
+        if self.hessians is None:
+            return quantize(w_kn, scheme, name=name)
+        return self.hessians.quantize(w_kn, scheme, name=name)
 
     def to_dict(self) -> dict:
         """JSON-ready form for the bundle manifest."""
@@ -115,13 +126,16 @@ def get_recipe(name: str, block: int = DEFAULT_BLOCK, scale_dtype: str = "float3
     return Recipe(name=key, block=block, rules=rules, fallback=replace(INT8_PER_CHANNEL, scale_dtype=scale_dtype))
 
 
-def iter_quantized(name: str, w: np.ndarray, scheme: Scheme) -> Iterator[tuple[tuple[int, ...], QuantizedTensor]]:
-    """(lead index, QuantizedTensor) for every matmul stacked in weight `name`, one at a time."""
+def iter_quantized(name: str, w: np.ndarray, scheme: Scheme, hessians: Hessians | None = None
+                   ) -> Iterator[tuple[tuple[int, ...], QuantizedTensor]]:
+    """(lead index, QuantizedTensor) for every matmul stacked in weight `name`, one at a time
+    (GPTQ codes for the matmuls `hessians` covers)."""
     view = matmul_view(name, np.shape(w))
     if view is None:
         raise ValueError(f"{name}: not a matmul weight, cannot quantize it")
     for index, w_kn in view.matrices(np.asarray(w, np.float32)):
-        yield index, quantize(w_kn, scheme, name=matmul_label(name, index))
+        label = matmul_label(name, index)
+        yield index, (quantize if hessians is None else hessians.quantize)(w_kn, scheme, name=label)
 
 
 def quantize_param(name: str, w: np.ndarray, scheme: Scheme) -> dict[tuple[int, ...], QuantizedTensor]:
@@ -129,7 +143,7 @@ def quantize_param(name: str, w: np.ndarray, scheme: Scheme) -> dict[tuple[int, 
     return dict(iter_quantized(name, w, scheme))
 
 
-def fake_quant_param(name: str, w: np.ndarray, scheme: Scheme) -> np.ndarray:
+def fake_quant_param(name: str, w: np.ndarray, scheme: Scheme, hessians: Hessians | None = None) -> np.ndarray:
     """Weight `name` with each of its matmuls replaced by its fake-quant, in the stored layout (float32)."""
     view = matmul_view(name, np.shape(w))
     out = np.empty(view.shape, np.float32)
@@ -137,7 +151,7 @@ def fake_quant_param(name: str, w: np.ndarray, scheme: Scheme) -> np.ndarray:
     in_place = np.may_share_memory(out_kn, out)  # to_kn gave a view of `out`: write through it
     if not in_place:
         out_kn = np.empty_like(out_kn)
-    for index, qt in iter_quantized(name, w, scheme):
+    for index, qt in iter_quantized(name, w, scheme, hessians):
         target_nk = out_kn[index].T
         if target_nk.flags.c_contiguous:  # e.g. the embedding table: rows are stored as the codes are
             dequantize_rows(qt, out=target_nk)
@@ -156,5 +170,5 @@ def fake_quant_params(params: Mapping[str, object], recipe: Recipe) -> dict:
     out = {}
     for name, w in flat.items():
         scheme = recipe.scheme_for(name, np.shape(w))
-        out[name] = w if scheme is None else fake_quant_param(name, w, scheme)
+        out[name] = w if scheme is None else fake_quant_param(name, w, scheme, recipe.hessians)
     return unflatten(out) if nested else out

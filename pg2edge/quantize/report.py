@@ -51,7 +51,7 @@ def _row(name: str, w: np.ndarray, recipe: Recipe) -> dict:
     w_kn = view.to_kn(np.asarray(w, np.float32))
     sq_err = sq_norm = worst = 0.0
     quant_bytes = 0
-    for index, qt in iter_quantized(name, w, scheme):
+    for index, qt in iter_quantized(name, w, scheme, recipe.hessians):
         err2, norm2 = _squared_norms(w_kn[index], dequantize_rows(qt).T)
         sq_err, sq_norm = sq_err + err2, sq_norm + norm2
         worst = max(worst, math.sqrt(err2 / norm2) if norm2 else 0.0)

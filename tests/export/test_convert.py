@@ -69,6 +69,8 @@ def test_int4_clip_max_is_the_plain_scale_and_never_closer(tmp_path):
     (["--size", "tiny", "--random-init", "--max-len", "64", "--prefill", "48"], "must be < --max-len 64"),
     (["--size", "tiny", "--random-init", "--format", "coreml"], "unknown format coreml"),
     (["--size", "tiny"], "exactly one of --checkpoint PATH or --random-init"),
+    (["--size", "tiny", "--random-init", "--quant", "f32", "--gptq", "4"], "--gptq chooses quantized codes"),
+    (["--size", "3B", "--random-init", "--gptq", "4"], "over the 4 GiB calibration limit; convert without --gptq"),
 ])
 def test_bad_options_fail_in_one_line(tmp_path, args, message):
     out = tmp_path / "out"
@@ -147,3 +149,28 @@ def test_unknown_int4_clip_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"^int4 clip 'l1': expected one of max, mse$"):
         ConvertOptions(size="tiny", random_init=True, int4_clip="l1", out=tmp_path / "b").validate()
     assert not (tmp_path / "b").exists()
+
+
+def test_gptq_codes_move_the_calibration_outputs_less_and_the_manifest_says_so(tmp_path):
+    """Same format and scales as round-to-nearest; the report's output error (on its own calibration batch, not
+    GPTQ's examples) drops for the decoder weights GPTQ covers; the tied table is left round-to-nearest."""
+    reports = {}
+    for name, extra in (("nearest", []), ("gptq", ["--gptq", "6"])):
+        out = tmp_path / name
+        r = _convert("--size", "tiny", "--random-init", "--quant", "int4", "--max-len", "64", "--prefill", "8",
+                     "--out", str(out), "--report", *extra)
+        assert r.returncode == 0, r.stderr
+        rows = json.loads((out / "quant_report.json").read_text())
+        reports[name] = {r["name"]: r for r in (rows if isinstance(rows, list) else rows["rows"])}
+        gptq = read_manifest(out)["quant"]["gptq"]
+        assert gptq == (None if name == "nearest" else {"calibration_images": 6, "calibration_seed": 1234})
+    near, cal = reports["nearest"], reports["gptq"]
+    covered = ("llm/layers/mlp/gating_einsum", "llm/layers/mlp/linear", "llm/layers/attn/q_einsum/w",
+               "llm/layers/attn/kv_einsum/w", "llm/layers/attn/attn_vec_einsum/w",  # an einsum over two K dims
+               "img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel")
+    for key in covered:
+        assert cal[key]["scheme"] == near[key]["scheme"] and cal[key]["quant_bytes"] == near[key]["quant_bytes"]
+        assert cal[key]["output_rel_error"] < 0.9 * near[key]["output_rel_error"], key
+        assert cal[key]["rel_error"] > near[key]["rel_error"], key  # it trades weight error for output error
+    table = "llm/embedder/input_embedding"
+    assert cal[table]["rel_error"] == near[table]["rel_error"]
