@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from calibration_inputs import random_hessians
 from part_feeds import random_feeds
 
 from pg2edge.export.onnx_export import export_parts
@@ -40,6 +43,20 @@ def test_quantized_parts_match_fake_quant_reference(tiny_cfg, np_params, tmp_pat
         ref = part.fn(ref_params, *feeds.values())
         for spec, r, o in zip(part.outputs, ref, got):
             np.testing.assert_allclose(o, np.asarray(r), atol=2e-4, rtol=2e-4, err_msg=f"{part.name}:{spec.name}")
+
+
+def test_gptq_codes_reach_the_kernels(tiny_cfg, np_params, tmp_path):
+    """With a recipe's Hessians, the artifact computes with GPTQ's codes (fused gate/up and q/k/v included)."""
+    recipe = replace(get_recipe("mixed", 32), hessians=random_hessians(np_params))
+    parts = [p for p in split_model(tiny_cfg, SPLIT) if p.name == "decode"]
+    infos = export_parts(parts, np_params, tmp_path, QuantizedWeights(recipe, accuracy_level=0))
+    gptq_ref = unflatten(fake_quant_params(flatten(np_params), recipe))
+    nearest_ref = unflatten(fake_quant_params(flatten(np_params), replace(recipe, hessians=None)))
+    session = ort.InferenceSession(str(infos["decode"].path), providers=["CPUExecutionProvider"])
+    feeds = random_feeds(parts[0], np.random.RandomState(2))
+    got = session.run([s.name for s in parts[0].outputs], feeds)
+    np.testing.assert_allclose(got[0], np.asarray(parts[0].fn(gptq_ref, *feeds.values())[0]), atol=2e-4, rtol=2e-4)
+    assert np.abs(got[0] - np.asarray(parts[0].fn(nearest_ref, *feeds.values())[0])).max() > 1e-2
 
 
 def test_int4_decoder_shares_one_table_and_stores_weights_once(tiny_cfg, np_params, tmp_path):

@@ -6,9 +6,12 @@ the LiteRT interpreter (XNNPACK, as on a phone) and the flatbuffer reader.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import numpy as np
 import pytest
+from calibration_inputs import random_hessians
 from part_feeds import random_feeds
 from ai_edge_litert.interpreter import Interpreter
 
@@ -202,6 +205,19 @@ def test_mixed_recipe_quantizes_what_it_says(exported, tiny_params):
     assert {("img", 8), ("llm", 8), ("llm", 4)} <= seen
     dtypes = read_weight_dtypes(exported["mixed"]["decode"].path)
     assert sorted(set(dtypes.values())) == ["int4", "int8"]
+
+
+def test_gptq_codes_are_what_the_file_stores(parts, tiny_params, tmp_path):
+    """With a recipe's Hessians, every covered weight is stored as GPTQ's codes (not round-to-nearest's)."""
+    recipe = replace(RECIPES["mixed"], hessians=random_hessians(tiny_params))
+    decode = next(p for p in parts if p.name == "decode")
+    info = export_tflite(decode, tiny_params, tmp_path / "decode.tflite", recipe)
+    _assert_reference_weights(info, tiny_params)  # the plans quantize through the Hessians
+    flat = flatten(tiny_params)
+    covered = [w for w in info.weights if w.scheme is not None and w.param.startswith("llm/layers/")]
+    assert covered and all(w.hessians is not None for w in covered)
+    nearest = [replace(w, hessians=None) for w in covered]
+    assert all(not np.array_equal(w.quantized(flat).q, n.quantized(flat).q) for w, n in zip(covered, nearest))
 
 
 def test_export_refuses_missing_directory(parts, tiny_params, tmp_path):
