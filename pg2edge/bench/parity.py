@@ -26,15 +26,18 @@ from pg2edge.eval.predictors import JaxPredictor, decode_text, prompt_ids
 from pg2edge.eval.report import score_all
 from pg2edge.eval.scoring import LOWER_IS_BETTER
 from pg2edge.export.convert import ConvertOptions, convert
+from pg2edge.export.report_calibration import CALIBRATION_SEED, GPTQ_IMAGES
 from pg2edge.runtime.engine import Engine
 from pg2edge.shipped_model import DEFAULT_MODEL, QAT_MODEL, ShippedModel, shipped_model
 from pg2edge.tasks.suite import split_indices, write_suite
 
 MAX_NEW_TOKENS = 48
 PREFILL = 16
-# (artifact name, convert --quant, shipped model it is converted from)
-ARTIFACTS = (("f32", "f32", DEFAULT_MODEL), ("int8", "int8", DEFAULT_MODEL), ("int4", "int4", DEFAULT_MODEL),
-             ("mixed", "mixed", DEFAULT_MODEL), ("qat-int4", "int4", QAT_MODEL))
+# (artifact name, convert --quant, shipped model it is converted from, convert --gptq calibration images)
+# Every recipe as `convert` makes it by default (round-to-nearest codes), plus `mixed` with GPTQ codes.
+ARTIFACTS = (("f32", "f32", DEFAULT_MODEL, 0), ("int8", "int8", DEFAULT_MODEL, 0), ("int4", "int4", DEFAULT_MODEL, 0),
+             ("mixed", "mixed", DEFAULT_MODEL, 0), ("mixed-gptq", "mixed", DEFAULT_MODEL, GPTQ_IMAGES),
+             ("qat-int4", "int4", QAT_MODEL, 0))
 
 
 def reference(predictor: JaxPredictor, examples: list, batch: int = 16) -> list[tuple[list[int], np.ndarray]]:
@@ -162,11 +165,15 @@ def markdown(result: dict) -> str:
                  ["task_metrics"].items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
-        cells = [r["artifact"], r["format"], r["quant"], f"{r['top1_agreement']:.4f}",
+        quant = r["quant"] + (" gptq" if r.get("gptq_images") else "")
+        cells = [r["artifact"], r["format"], quant, f"{r['top1_agreement']:.4f}",
                  f"{r['greedy_exact_match']:.3f}", f"{r['kl']:.2e}", f"{r['cosine_mean']:.5f}",
                  f"{r['cosine_min']:.5f}", *(delta_cell(r, t) for t in tasks)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + verdict(result)) + "\n"
+    gptq = sorted({r["gptq_images"] for r in result["rows"] if r.get("gptq_images")})
+    notes = [f"quant `gptq`: GPTQ codes (`convert --gptq {n}`: Hessians from {n} calibration images of the suite's "
+             f"seed {CALIBRATION_SEED}, none a test image)" for n in gptq]
+    return "\n".join(lines + [""] + notes + ([""] if notes else []) + verdict(result)) + "\n"
 
 
 def delta_cell(row: dict, task: str) -> str:
@@ -215,7 +222,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
-               artifacts: tuple[tuple[str, str, str], ...] = ARTIFACTS, log=print,
+               artifacts: tuple[tuple[str, str, str, int], ...] = ARTIFACTS, log=print,
                workdir: Path | None = None) -> dict:
     """Convert every artifact, compare it with the float JAX model on held-out images; the result dict.
 
@@ -234,19 +241,20 @@ def run_parity(images: int = 24, formats: tuple[str, ...] = ("onnx", "tflite"),
         result = {"model": float_model.name, "images": images, "examples": len(examples),
                   "max_new_tokens": MAX_NEW_TOKENS, "machine": machine_info(),
                   "reference": reference_summary(ref_scored), "rows": []}
-        for name, quant, model_name in artifacts:
+        for name, quant, model_name, gptq_images in artifacts:
             model = shipped_model(model_name)
             bundle = tmp / name
             t0 = time.perf_counter()
             convert(ConvertOptions(size=model.config.size, res=model.config.resolution, checkpoint=model.path,
-                                   formats=tuple(formats), quant=quant, out=bundle,
+                                   formats=tuple(formats), quant=quant, out=bundle, gptq_images=gptq_images,
                                    max_len=model.config.num_image_tokens + PREFILL + MAX_NEW_TOKENS,
                                    prefill=(PREFILL,)))
             convert_s = time.perf_counter() - t0
             for fmt in formats:
                 row = artifact_rows(bundle, fmt, examples, ref, ref_scored)
                 result["rows"].append({"artifact": f"{fmt}-{name}", "format": fmt, "quant": quant,
-                                       "source_model": model_name, "convert_s": convert_s, **row})
+                                       "source_model": model_name, "gptq_images": gptq_images,
+                                       "convert_s": convert_s, **row})
                 log(f"{fmt:>6} {name:<9} top1 {row['top1_agreement']:.4f} "
                     f"exact {row['greedy_exact_match']:.3f} kl {row['kl']:.2e}")
     result["seconds"] = time.perf_counter() - t_start

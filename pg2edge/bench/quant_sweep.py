@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -23,15 +24,18 @@ from pg2edge.bench.report_files import write_report
 from pg2edge.bench.parity import (MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary,
                                   task_changes)
 from pg2edge.eval.predictors import JaxPredictor
+from pg2edge.export.report_calibration import GPTQ_IMAGES, gptq_hessians
 from pg2edge.eval.report import EvalReport, evaluate
 from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 from pg2edge.shipped_model import DEFAULT_MODEL, shipped_model
 
-# (row name, recipe, int4 block, int4 clip)
-VARIANTS = (("int8", "int8", 32, "mse"),
-            ("int4 b32 max", "int4", 32, "max"), ("int4 b32 mse", "int4", 32, "mse"),
-            ("int4 b128 max", "int4", 128, "max"), ("int4 b128 mse", "int4", 128, "mse"),
-            ("mixed b32 max", "mixed", 32, "max"), ("mixed b32 mse", "mixed", 32, "mse"))
+# (row name, recipe, int4 block, int4 clip, GPTQ codes?)
+VARIANTS = (("int8", "int8", 32, "mse", False), ("int8 gptq", "int8", 32, "mse", True),
+            ("int4 b32 max", "int4", 32, "max", False), ("int4 b32 mse", "int4", 32, "mse", False),
+            ("int4 b32 mse gptq", "int4", 32, "mse", True),
+            ("int4 b128 max", "int4", 128, "max", False), ("int4 b128 mse", "int4", 128, "mse", False),
+            ("mixed b32 max", "mixed", 32, "max", False), ("mixed b32 mse", "mixed", 32, "mse", False),
+            ("mixed b32 mse gptq", "mixed", 32, "mse", True))
 
 
 def compare(examples: list, ref: EvalReport, rep: EvalReport) -> dict:
@@ -49,8 +53,8 @@ def _scored(rep: EvalReport) -> Scored:
     return rep.metrics, rep.primary, [r["score"] for r in rep.predictions]
 
 
-def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, str], ...] = VARIANTS, batch: int = 32,
-              log=print) -> dict:
+def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, str, bool], ...] = VARIANTS,
+              batch: int = 32, gptq_images: int = GPTQ_IMAGES, log=print) -> dict:
     """Evaluate the float model and each variant's fake-quant on `images` held-out test images (None: all)."""
     model = shipped_model(DEFAULT_MODEL)
     t_start = time.perf_counter()
@@ -62,10 +66,15 @@ def run_sweep(images: int | None = None, variants: tuple[tuple[str, str, int, st
         result = {"model": model.name, "images": len({ex.image for ex in examples}), "examples": len(examples),
                   "max_new_tokens": MAX_NEW_TOKENS, "machine": machine_info(),
                   "reference": reference_summary(_scored(ref)), "rows": []}
-        for name, quant, block, clip in variants:
-            params = fake_quant_params(float_params, get_recipe(quant, block, clip=clip))
+        hessians = None
+        if any(v[4] for v in variants):
+            hessians = gptq_hessians(base.cfg, base.tokenizer, float_params, gptq_images)
+        for name, quant, block, clip, gptq in variants:
+            recipe = get_recipe(quant, block, clip=clip)
+            params = fake_quant_params(float_params, replace(recipe, hessians=hessians if gptq else None))
             predictor = JaxPredictor(jax.tree.map(jax.numpy.asarray, params), base.cfg, base.tokenizer, name=name)
             row = {"variant": name, "quant": quant, "block": block, "int4_clip": clip,
+                   "gptq_images": gptq_images if gptq else 0,
                    **compare(examples, ref, evaluate(predictor, examples, batch, MAX_NEW_TOKENS))}
             result["rows"].append(row)
             log(f"{name:<14} greedy exact {row['greedy_exact_match']:.3f}")

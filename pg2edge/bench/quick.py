@@ -19,6 +19,7 @@ from pg2edge.bench.parity import ARTIFACTS, markdown, run_parity
 
 QUICK_JSON, QUICK_MD = "bench_quick.json", "bench_quick.md"
 SPEED_TOKENS = 32  # fits the parity bundles' cache (48 new tokens)
+QUICK_GPTQ_IMAGES = 16  # GPTQ calibration examples for the quick run's `mixed-gptq` (seconds, not minutes)
 
 
 def runtime_speed(bundle: Path, backend: str, image: Path, prompt: str = "caption en", runs: int = 3) -> dict:
@@ -44,7 +45,8 @@ def run_quick(out: Path, images: int = 4, formats: tuple[str, ...] = ("onnx", "t
     model = shipped_model()
     speed = {}
     with tempfile.TemporaryDirectory(prefix="pg2edge-bench-") as tmp:
-        result["parity"] = run_parity(images, formats, ARTIFACTS, log=log, workdir=Path(tmp))
+        artifacts = tuple((name, quant, src, min(gptq, QUICK_GPTQ_IMAGES)) for name, quant, src, gptq in ARTIFACTS)
+        result["parity"] = run_parity(images, formats, artifacts, log=log, workdir=Path(tmp))
         image = Path(tmp) / "image.png"
         image.write_bytes(generate_image(model.suite.seed, 0, model.suite.res).png)
         for quant in ("f32", "int8", "int4"):  # the parity run's bundles of the shipped float model

@@ -17,7 +17,8 @@ def test_bench_quick_json_has_parity_rows_speed_and_machine(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench_quick.json").read_text())
     rows = {r["artifact"]: r for r in data["parity"]["rows"]}
-    assert set(rows) == {"onnx-f32", "onnx-int8", "onnx-int4", "onnx-mixed", "onnx-qat-int4"}
+    assert set(rows) == {"onnx-f32", "onnx-int8", "onnx-int4", "onnx-mixed", "onnx-mixed-gptq", "onnx-qat-int4"}
+    assert rows["onnx-mixed-gptq"]["gptq_images"] == 16 and rows["onnx-mixed"]["gptq_images"] == 0
     for row in rows.values():
         assert ROW_KEYS <= set(row) and 0.0 <= row["top1_agreement"] <= 1.0 and row["kl"] >= 0.0
         assert set(row["task_metric_delta"]) == set(data["parity"]["reference"]["task_metrics"])
@@ -32,4 +33,4 @@ def test_bench_quick_json_has_parity_rows_speed_and_machine(tmp_path):
     assert set(speed) == {"onnx-f32", "onnx-int8", "onnx-int4"} and all(s["decode_tok_s"] > 0 for s in speed.values())
     assert data["machine"]["cores_usable"] >= 1 and "onnxruntime" in data["machine"]["packages"]
     md = (tmp_path / "bench_quick.md").read_text()
-    assert "| onnx-int4 |" in md and "- `onnx-mixed`: " in md
+    assert "| onnx-int4 |" in md and "- `onnx-mixed`: " in md and "| onnx-mixed-gptq | onnx | mixed gptq |" in md
