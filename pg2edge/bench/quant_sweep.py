@@ -24,8 +24,8 @@ from pg2edge.bench.report_files import write_report
 from pg2edge.bench.parity import (MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary,
                                   task_changes)
 from pg2edge.eval.predictors import JaxPredictor
-from pg2edge.export.report_calibration import GPTQ_IMAGES, gptq_hessians
 from pg2edge.eval.report import EvalReport, evaluate
+from pg2edge.export.report_calibration import GPTQ_IMAGES, gptq_hessians
 from pg2edge.quantize.recipes import fake_quant_params, get_recipe
 from pg2edge.shipped_model import DEFAULT_MODEL, shipped_model
 

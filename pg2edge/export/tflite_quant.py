@@ -34,8 +34,8 @@ from pg2edge.export.tflite_convert import TFLiteExportError
 from pg2edge.export.tflite_flatbuffer import Flatbuffer, subgraphs, weight_ops
 from pg2edge.param_layout import flatten
 from pg2edge.quantize.matmul_view import matmul_label, matmul_view
-from pg2edge.quantize.recipes import Recipe
-from pg2edge.quantize.schemes import QuantizedTensor, Scheme, quantize
+from pg2edge.quantize.recipes import Recipe, quantize_with
+from pg2edge.quantize.schemes import QuantizedTensor, Scheme
 
 if TYPE_CHECKING:
     from pg2edge.quantize.gptq import Hessians
@@ -74,8 +74,7 @@ class WeightPlan:
 
     def quantized(self, params_flat: dict) -> QuantizedTensor:
         """The reference codes and scales of this weight."""
-        quantizer = quantize if self.hessians is None else self.hessians.quantize
-        return quantizer(self.reference_nk(params_flat).T, self.scheme, name=self.label)
+        return quantize_with(self.hessians, self.reference_nk(params_flat).T, self.scheme, name=self.label)
 
 
 # ---------------------------------------------------------------- mapping weights to parameters
@@ -158,7 +157,8 @@ def plan_weights(float_buf: bytes, params: dict, recipe: Recipe | None, exact: b
             continue
         name, index = match
         scheme = None if recipe is None else recipe.scheme_for(name, np.shape(params_flat[name]))
-        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme), exact, recipe.hessians))
+        hessians = None if recipe is None else recipe.hessians
+        plans.append(WeightPlan(w.scope, w.op, name, index, _tflite_scheme(scheme), exact, hessians))
     return tuple(plans)
 
 

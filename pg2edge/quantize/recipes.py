@@ -79,9 +79,7 @@ class Recipe:
 
     def quantize(self, w_kn: np.ndarray, scheme: Scheme, *, name: str | None = None) -> QuantizedTensor:
         """One [K, N] matmul weight in `scheme`: GPTQ codes where the recipe has its Hessian, else nearest."""
-        if self.hessians is None:
-            return quantize(w_kn, scheme, name=name)
-        return self.hessians.quantize(w_kn, scheme, name=name)
+        return quantize_with(self.hessians, w_kn, scheme, name=name)
 
     def to_dict(self) -> dict:
         """JSON-ready form for the bundle manifest."""
@@ -126,6 +124,14 @@ def get_recipe(name: str, block: int = DEFAULT_BLOCK, scale_dtype: str = "float3
     return Recipe(name=key, block=block, rules=rules, fallback=replace(INT8_PER_CHANNEL, scale_dtype=scale_dtype))
 
 
+def quantize_with(hessians: Hessians | None, w_kn: np.ndarray, scheme: Scheme, *,
+                  name: str | None = None) -> QuantizedTensor:
+    """Round-to-nearest codes of one [K, N] weight, or GPTQ's for the columns `hessians` covers."""
+    if hessians is None:
+        return quantize(w_kn, scheme, name=name)
+    return hessians.quantize(w_kn, scheme, name=name)
+
+
 def iter_quantized(name: str, w: np.ndarray, scheme: Scheme, hessians: Hessians | None = None
                    ) -> Iterator[tuple[tuple[int, ...], QuantizedTensor]]:
     """(lead index, QuantizedTensor) for every matmul stacked in weight `name`, one at a time
@@ -134,8 +140,7 @@ def iter_quantized(name: str, w: np.ndarray, scheme: Scheme, hessians: Hessians 
     if view is None:
         raise ValueError(f"{name}: not a matmul weight, cannot quantize it")
     for index, w_kn in view.matrices(np.asarray(w, np.float32)):
-        label = matmul_label(name, index)
-        yield index, (quantize if hessians is None else hessians.quantize)(w_kn, scheme, name=label)
+        yield index, quantize_with(hessians, w_kn, scheme, name=matmul_label(name, index))
 
 
 def quantize_param(name: str, w: np.ndarray, scheme: Scheme) -> dict[tuple[int, ...], QuantizedTensor]:
