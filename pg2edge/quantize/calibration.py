@@ -59,7 +59,7 @@ class _Tally:
         return {n: math.sqrt(self.err2[n] / self.norm2[n]) if self.norm2[n] else 0.0 for n in self.err2}
 
 
-MatmulHook = Callable[[jex.JaxprEqn, list, int], None]  # (dot_general, its input values, which one is the weight)
+MatmulHook = Callable[[jex.JaxprEqn, list, int, list], None]  # (dot_general, inputs, weight's index, float outputs)
 
 
 def _eval(jaxpr: jex.Jaxpr, consts: Sequence, args: Sequence, on_matmul: MatmulHook) -> list:
@@ -86,14 +86,14 @@ def _eval_weighted(eqn: jex.JaxprEqn, vals: list, on_matmul: MatmulHook) -> list
         q = bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
         sources = frozenset().union(*(w.sources for w in weights))
         return [_Weight(a, b, sources) for a, b in zip(f, q)]
+    y = bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])  # activations continue in float
     if eqn.primitive.name == "dot_general" and len(weights) == 1 and len(weights[0].sources) == 1:
-        on_matmul(eqn, vals, next(i for i, x in enumerate(vals) if isinstance(x, _Weight)))
-    return bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])  # activations continue in float
+        on_matmul(eqn, vals, next(i for i, x in enumerate(vals) if isinstance(x, _Weight)), y)
+    return y
 
 
 def _tally_matmul(tally: _Tally) -> MatmulHook:
-    def on_matmul(eqn: jex.JaxprEqn, vals: list, w_at: int) -> None:
-        y = bind(eqn, [x.f if isinstance(x, _Weight) else x for x in vals])
+    def on_matmul(eqn: jex.JaxprEqn, vals: list, w_at: int, y: list) -> None:
         y_q = bind(eqn, [x.q if isinstance(x, _Weight) else x for x in vals])
         tally.add(next(iter(vals[w_at].sources)), y[0], y_q[0])
     return on_matmul
@@ -159,7 +159,7 @@ def input_hessians(fn: Callable, params: dict, batches: Sequence[Sequence[np.nda
     leaves = [_Weight(flat[n], flat[n], frozenset([n])) for n in names]
     hessians = Hessians()
 
-    def on_matmul(eqn: jex.JaxprEqn, vals: list, w_at: int) -> None:
+    def on_matmul(eqn: jex.JaxprEqn, vals: list, w_at: int, y: list) -> None:
         if include(next(iter(vals[w_at].sources))):
             pair = _as_matmul(eqn, vals, w_at)
             if pair is not None:

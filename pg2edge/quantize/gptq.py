@@ -72,11 +72,12 @@ class Hessians:
 
     def quantize(self, w_kn: np.ndarray, scheme: Scheme, *, name: str | None = None) -> QuantizedTensor:
         """`w_kn` in `scheme`'s format: GPTQ codes where a column has a Hessian, round-to-nearest elsewhere."""
-        qt = quantize(w_kn, scheme, name=name)
-        owners = self.owners(np.asarray(w_kn, np.float32))
+        w = np.asarray(w_kn, np.float32)
+        qt = quantize(w, scheme, name=name)
+        owners = self.owners(w)
         for idx in sorted({o for o in owners if o is not None}):
             cols = np.array([j for j, o in enumerate(owners) if o == idx])
-            qt.q[cols] = gptq_codes(np.asarray(w_kn, np.float32)[:, cols], qt.scales[cols], self.hessian(idx), scheme)
+            qt.q[cols] = gptq_codes(w[:, cols], qt.scales[cols], self.hessian(idx), scheme)
         return qt
 
 
