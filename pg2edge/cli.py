@@ -17,6 +17,7 @@ import click
 from pg2edge.errors import Pg2EdgeError
 from pg2edge.progress import RichProgress
 from pg2edge.stop import stop_on_sigterm
+from pg2edge.cpu_devices import split_cpu_for_training
 
 
 def _one_line_errors(fn: Callable) -> Callable:
@@ -56,8 +57,7 @@ def inspect(checkpoint: str) -> None:
     shown = dict(info, parameters=f"{info['parameters']:,}",
                  dtypes=", ".join(f"{name} x{count}" for name, count in info["dtypes"].items()),
                  file_bytes=f"{info['file_bytes']:,} ({info['file_bytes'] / 2**20:.1f} MiB)")
-    for key, value in shown.items():
-        click.echo(f"{key:>19}: {value}")
+    click.echo("\n".join(f"{key:>19}: {value}" for key, value in shown.items()))
 
 
 @main.command()
@@ -254,7 +254,7 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
               help="SentencePiece model (default: the synthetic one); copied to OUT/tokenizer.model")
 @click.option("--save-every", type=int, default=500, show_default=True, help="checkpoint interval (and at the end)")
 @click.option("--log-every", type=int, default=1, show_default=True)
-@click.option("--fsdp", type=int, default=None, help="devices per FSDP group (default: devices per host)")
+@click.option("--fsdp", type=int, default=None, help="devices per FSDP group (default: devices per host; 1 on CPU)")
 @click.option("--distributed", is_flag=True, help="multi-host: call jax.distributed.initialize() first")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="run directory; if it holds a checkpoint, training resumes from it")
@@ -265,6 +265,8 @@ def finetune(distributed: bool, **options) -> None:
         import jax
 
         jax.distributed.initialize()
+    else:
+        split_cpu_for_training(options["batch"])
     from pg2edge.train import TrainOptions
     from pg2edge.train import finetune as run_finetune
     from pg2edge.train.options import parse_task_weights
@@ -306,6 +308,7 @@ def pretrain_vision(**options) -> None:
     from pg2edge.train.vision_pretrain import VisionPretrainOptions
     from pg2edge.train.vision_pretrain import pretrain_vision as run_pretrain
 
+    split_cpu_for_training(options["batch"])
     opts = VisionPretrainOptions(**options)
     record = run_pretrain(opts, log=lambda message: click.echo(message, err=True))
     click.echo(f"{opts.out}: {record['variant']} image tower, {opts.steps} steps on {record['images']} images "

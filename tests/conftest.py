@@ -8,6 +8,15 @@ import pytest
 from pg2edge.config import get_config
 
 
+def pytest_configure(config):
+    """Start JAX's backends as the environment says, before any test: `finetune`'s CPU split
+    (`pg2edge.cpu_devices`) applies only to a process whose backends have not started, so without this
+    an in-process CLI test that happened to run first would change the devices of every later test."""
+    import jax
+
+    jax.devices()
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     return get_config("tiny")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from pg2edge.preprocess import original_size, preprocess
 from pg2edge.tasks import DataError, Example, read_examples
 from pg2edge.tokenizer import Tokenizer
 
+T = TypeVar("T")
 TEXT_FIELDS = ("tokens", "mask_ar", "mask_loss", "input_mask")
 Batch = dict[str, np.ndarray]  # pixels [K,B,R,R,3], tokens/mask_ar/mask_loss/input_mask [K,B,T], weight [K,B]
 
@@ -210,6 +211,17 @@ def step_indices(ds: Dataset, seed: int, step: int, batch: int, accum: int) -> n
     return ds.pool[stream_indices(seed, len(ds.pool), step * per_step, per_step)].reshape(accum, batch)
 
 
+def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
+    """load(start), load(start + 1), ...: the next one is made on a thread while the caller uses this one."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-data") as pool:
+        pending = pool.submit(load, start)
+        step = start
+        while True:
+            step += 1
+            ready, pending = pending, pool.submit(load, step)
+            yield ready.result()
+
+
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
                   process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
     """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs."""
@@ -217,13 +229,7 @@ def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, bat
         idx = host_rows(step_indices(ds, seed, step, batch, accum), process_index, process_count)
         return gather(ds, cfg, idx)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-data") as pool:
-        pending = pool.submit(load, start_step)
-        step = start_step
-        while True:
-            step += 1
-            ready, pending = pending, pool.submit(load, step)
-            yield ready.result()
+    return prefetched(load, start_step)
 
 
 def eval_batches(ds: Dataset, cfg: ModelConfig, batch: int, process_index: int = 0,

@@ -54,7 +54,7 @@ class TrainOptions:
     task_weights: tuple[tuple[str, float], ...] | None = None  # (task, share weight): balanced draws, weighted
     save_every: int = 500
     log_every: int = 1
-    fsdp: int | None = None  # devices per FSDP group; None = the local device count
+    fsdp: int | None = None  # devices per FSDP group; None = the local device count (1 on CPU)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad option."""

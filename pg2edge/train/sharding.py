@@ -17,7 +17,10 @@ in every process before anything touches a device (`pg2edge finetune
 `JAX_COORDINATOR_ADDRESS`/`JAX_NUM_PROCESSES`/`JAX_PROCESS_ID`), then build
 the mesh as usual: `jax.devices()` spans every host, and the default
 `fsdp = jax.local_device_count()` makes "data" the host axis, so FSDP
-collectives stay on the fast intra-host links. Each host decodes only its own
+collectives stay on the fast intra-host links. On CPU devices the default
+is `fsdp = 1`: a host's CPU devices (`pg2edge.cpu_devices` makes one per
+core) share one memory, so they only split batches, which also skips the
+per-step weight gathers (0.44 -> 0.37 s per mini step on 2 cores). Each host decodes only its own
 rows of every batch (`data.host_rows`) and `put_batch` assembles the global
 array with `jax.make_array_from_process_local_data`. Orbax writes and reads
 multi-host checkpoints itself (each host its own shards, process 0 commits);
@@ -44,7 +47,8 @@ def make_mesh(fsdp: int | None = None, devices: Sequence[jax.Device] | None = No
     """A (data, fsdp) mesh over `devices` (default: every device of every host, host-major)."""
     if devices is None:
         devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-        fsdp = jax.local_device_count() if fsdp is None else fsdp
+        if fsdp is None:  # a host's CPU devices share its memory: FSDP would save nothing, only add gathers
+            fsdp = 1 if devices[0].platform == "cpu" else jax.local_device_count()
     devices = list(devices)
     fsdp = len(devices) if fsdp is None else fsdp
     if fsdp < 1 or len(devices) % fsdp:

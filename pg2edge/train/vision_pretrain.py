@@ -47,6 +47,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from pg2edge.checkpoint.fsutil import atomic_dir
 from pg2edge.config import ModelConfig
@@ -63,12 +65,13 @@ from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
-from pg2edge.train.data import stream_indices
+from pg2edge.train.data import prefetched, stream_indices
 from pg2edge.train.glyph_ctc import GlyphLabels, glyph_head, glyph_labels, glyph_loss, write_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
 from pg2edge.train.optim import CLIP_NORM, lr_schedule
 from pg2edge.train.options import TrainOptions
+from pg2edge.train.sharding import DATA, make_mesh, replicated
 from pg2edge.train.source import resolve_config, resolve_tokenizer
 
 RECORD = "vision_pretrain.json"
@@ -313,20 +316,27 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, gly
     optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer, opts)
+    mesh = make_mesh(fsdp=1)  # data parallel over every device: each takes its rows, the gradients are summed
+    rows = NamedSharding(mesh, PartitionSpec(DATA)) if opts.batch % mesh.size == 0 else replicated(mesh)
+    theta, opt_state = jax.device_put((theta, opt_state), replicated(mesh))
+
+    def load(i: int) -> dict:
+        pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
+        pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
+        batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],
+                 "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick]}
+        if opts.glyph_weight:  # the term's labels travel only when the term is on
+            batch |= {"labels": glyphs.labels[pick], "paddings": glyphs.paddings[pick],
+                      "has_text": glyphs.has_text[pick]}
+        return jax.device_put(batch, rows)
+
     records, compile_s = [], 0.0
+    batches = prefetched(load, 1)
     with MetricsLog(out) as metrics, \
-            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar:
+            ProgressBar(opts.steps, 0, enabled=progress, label="pretrain-vision") as bar, closing(batches):
         clock = time.perf_counter()
         for i in range(1, opts.steps + 1):
-            pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
-            pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
-            batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],
-                     "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick]}
-            if opts.glyph_weight:  # the term's labels travel only when the term is on
-                batch |= {"labels": glyphs.labels[pick], "paddings": glyphs.paddings[pick],
-                          "has_text": glyphs.has_text[pick]}
-            theta, opt_state, loss, (bag, region, boxes, glyph) = step(theta, opt_state,
-                                                                       jax.tree.map(jnp.asarray, batch))
+            theta, opt_state, loss, (bag, region, boxes, glyph) = step(theta, opt_state, next(batches))
             if i == 1:
                 compile_s = time.perf_counter() - clock
             if i == 1 or i % opts.log_every == 0 or i == opts.steps:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -257,6 +260,16 @@ def test_lora_starts_at_the_base_model_and_merges_as_w_plus_scaled_ab(params):
 ])
 def test_fsdp_rule_shards_the_largest_divisible_axis(shape, fsdp, want):
     assert tuple(param_spec(shape, fsdp)) == want
+
+
+def test_cpu_devices_default_to_a_data_parallel_mesh():
+    """A host's CPU devices share its memory, so by default they split batches only (no FSDP gathers);
+    an explicit --fsdp still groups them."""
+    code = ("import json; from pg2edge.train.sharding import make_mesh;"
+            "print(json.dumps([dict(make_mesh().shape), dict(make_mesh(2).shape)]))")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [{"data": 4, "fsdp": 1}, {"data": 2, "fsdp": 2}]
 
 
 def test_from_scratch_init_has_ordinal_loc_rows_and_sincos_positions():
