@@ -14,10 +14,10 @@ from typing import Callable
 
 import click
 
+from pg2edge.cpu_devices import split_cpu_for_training
 from pg2edge.errors import Pg2EdgeError
 from pg2edge.progress import RichProgress
 from pg2edge.stop import stop_on_sigterm
-from pg2edge.cpu_devices import split_cpu_for_training
 
 
 def _one_line_errors(fn: Callable) -> Callable:
@@ -305,10 +305,10 @@ def finetune(distributed: bool, **options) -> None:
 @_one_line_errors
 def pretrain_vision(**options) -> None:
     """Train the image tower alone (SigLIP-style loss on each image's words); OUT starts `finetune --checkpoint`."""
+    split_cpu_for_training(options["batch"])
     from pg2edge.train.vision_pretrain import VisionPretrainOptions
     from pg2edge.train.vision_pretrain import pretrain_vision as run_pretrain
 
-    split_cpu_for_training(options["batch"])
     opts = VisionPretrainOptions(**options)
     record = run_pretrain(opts, log=lambda message: click.echo(message, err=True))
     click.echo(f"{opts.out}: {record['variant']} image tower, {opts.steps} steps on {record['images']} images "

@@ -316,7 +316,7 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, gly
     optimizer = tower_optimizer(opts.lr, opts.steps, opts.warmup)
     opt_state = optimizer.init(theta)
     step = _step_fn(cfg, optimizer, opts)
-    mesh = make_mesh(fsdp=1)  # data parallel over every device: each takes its rows, the gradients are summed
+    mesh = make_mesh(fsdp=1)  # data parallel: each device takes its rows of a batch, XLA all-reduces the gradients
     rows = NamedSharding(mesh, PartitionSpec(DATA)) if opts.batch % mesh.size == 0 else replicated(mesh)
     theta, opt_state = jax.device_put((theta, opt_state), replicated(mesh))
 
