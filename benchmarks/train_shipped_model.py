@@ -21,6 +21,10 @@ training.json), so the same model can be rebuilt by hand:
 5. `pg2edge eval` scores both on the test split.
 Then params.npz, tokenizer.model, config.json and training.json are copied into
 pg2edge/assets/<name>/ (written to a temp dir, then renamed).
+
+Training splits a CPU host into one device per core (`pg2edge/cpu_devices.py`), which changes float
+rounding; the shipped weights were trained on one device, the layout
+`XLA_FLAGS=--xla_force_host_platform_device_count=1` keeps.
 """
 
 from __future__ import annotations
