@@ -20,9 +20,8 @@ import jax
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
+from pg2edge.bench.parity import MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary, task_changes
 from pg2edge.bench.report_files import write_report
-from pg2edge.bench.parity import (MAX_NEW_TOKENS, Scored, delta_cell, heldout_examples, reference_summary,
-                                  task_changes)
 from pg2edge.eval.predictors import JaxPredictor
 from pg2edge.eval.report import EvalReport, evaluate
 from pg2edge.export.report_calibration import GPTQ_IMAGES, gptq_hessians

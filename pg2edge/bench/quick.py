@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pg2edge.bench.machine import machine_info
-from pg2edge.bench.report_files import write_report
 from pg2edge.bench.parity import ARTIFACTS, markdown, run_parity
+from pg2edge.bench.report_files import write_report
 
 QUICK_JSON, QUICK_MD = "bench_quick.json", "bench_quick.md"
 SPEED_TOKENS = 32  # fits the parity bundles' cache (48 new tokens)

@@ -17,12 +17,12 @@ import numpy as np
 
 from pg2edge.config import ConfigError, ModelConfig, config_from_dict, config_to_dict, get_config
 from pg2edge.export.bundle import check_out_dir, staging_dir, write_manifest
-from pg2edge.export.split import Part, SplitConfig, split_model, step_part
 from pg2edge.export.report_calibration import CALIBRATION_SEED
+from pg2edge.export.split import Part, SplitConfig, split_model, step_part
 from pg2edge.export.stages import STAGE_BYTES
 from pg2edge.param_layout import flatten, float32_bytes, unflatten
-from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 from pg2edge.progress import Progress
+from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
 
 FORMATS = ("onnx", "tflite")
 QUANTS = ("f32", "int8", "int4", "mixed")

@@ -11,9 +11,9 @@ from dataclasses import replace
 import jax
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 from calibration_inputs import random_hessians
 from part_feeds import random_feeds
-from ai_edge_litert.interpreter import Interpreter
 
 from pg2edge.export.split import SplitConfig, split_model
 from pg2edge.export.tflite import TFLiteExportError, export_tflite, float_tflite, read_weight_dtypes
