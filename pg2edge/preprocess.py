@@ -83,7 +83,9 @@ def preprocess(image: ImageSource, resolution: int, resize_filter: str = "biline
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
     rgb = load_image(image)
     size = (int(resolution), int(resolution))
-    if in_float:
+    if rgb.size == size:  # every filter returns an image of the target size unchanged: nothing to resample
+        pixels = np.asarray(rgb, dtype=np.float32)
+    elif in_float:
         bands = [band.convert("F").resize(size, resample=resample) for band in rgb.split()]
         pixels = np.stack([np.asarray(b, dtype=np.float32) for b in bands], axis=-1)
     else:

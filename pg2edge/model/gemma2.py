@@ -220,7 +220,7 @@ def _mlp(p: dict, x_btd: jax.Array) -> jax.Array:
 
 def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Array, masks: Masks | None,
                   cache: KVCache | None = None, layers: range | None = None, final_norm: bool = True,
-                  write_at: jax.Array | None = None) -> tuple[jax.Array, KVChunk | KVCache]:
+                  write_at: jax.Array | None = None, outputs_from: int = 0) -> tuple[jax.Array, KVChunk | KVCache]:
     """Run decoder layers `layers` (default: all), then the final norm if `final_norm`, reading `cache` if given.
 
     `llm["layers"]` and `cache` hold exactly the run layers, in order: a staged
@@ -230,6 +230,11 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
     yet in the cache); with `write_at` [B] (the chunk's first slot; `masks`
     unused) every layer writes them into `cache` first and attends over it
     (`cached_attention`), and the updated cache is returned instead.
+
+    `outputs_from`: hidden states are returned for positions >= it only. The last
+    layer still attends over every position but runs its residual and MLP on those
+    rows alone (training reads no output at an image position: 64 of a mini
+    sequence's 98 rows skip the largest matmuls of one layer in four).
     """
     layers = range(cfg.depth) if layers is None else layers
     new_k, new_v = [], []
@@ -241,6 +246,8 @@ def decode_layers(llm: dict, cfg: TextConfig, x_btd: jax.Array, pos_bt: jax.Arra
             y, (k, v) = _attention_in_place(p["attn"], cfg, i, y, pos_bt, write_at, kv_old)
         else:
             y, (k, v) = _attention(p["attn"], cfg, y, pos_bt, *masks.for_layer(cfg, i), kv_old)
+        if j == len(layers) - 1 and outputs_from:
+            x_btd, y = x_btd[:, outputs_from:], y[:, outputs_from:]
         x_btd = x_btd + rms_norm(y, p["post_attention_norm"]["scale"], cfg.norm_eps)
         y = rms_norm(x_btd, p["pre_ffw_norm"]["scale"], cfg.norm_eps)
         y = _mlp(p["mlp"], y)

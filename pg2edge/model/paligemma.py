@@ -120,8 +120,8 @@ def forward(params: dict, cfg: ModelConfig, pixels_bhwc: jax.Array, tokens_bt: j
     input_mask = jnp.concatenate([jnp.ones((b, n_img), bool), input_mask_bt.astype(bool)], 1)
     masks = gemma2.training_masks(cfg.text, mask_ar, input_mask)
     pos = jnp.broadcast_to(jnp.arange(x.shape[1], dtype=jnp.int32), mask_ar.shape)
-    x, _ = gemma2.decode_layers(params["llm"], cfg.text, x, pos, masks)
-    return gemma2.lm_head(params["llm"], cfg.text, x[:, n_img:])
+    x, _ = gemma2.decode_layers(params["llm"], cfg.text, x, pos, masks, outputs_from=n_img)
+    return gemma2.lm_head(params["llm"], cfg.text, x)
 
 
 def _dtype(params: dict) -> jnp.dtype:

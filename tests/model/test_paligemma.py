@@ -9,7 +9,7 @@ import pytest
 
 from pg2edge.config import VARIANTS, get_config
 from pg2edge.model import forward, generate, init_params
-from pg2edge.model.gemma2 import training_masks
+from pg2edge.model.gemma2 import decode_layers, training_masks
 from pg2edge.param_layout import param_count
 from pg2edge.sampling import SamplingConfig
 
@@ -76,6 +76,20 @@ def test_prefix_lm_mask_follows_big_vision(tiny_cfg):
                          [1, 1, 1, 1, 1, 0],
                          [1, 1, 1, 1, 1, 0]], bool)
     np.testing.assert_array_equal(np.asarray(m), expected)
+
+
+def test_outputs_from_returns_exactly_the_kept_rows_of_the_whole_pass(tiny_cfg, tiny_params):
+    """Training skips the last layer's MLP at image rows; the text rows must come out as the full pass gives them."""
+    t, keep = 40, 25
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, t, tiny_cfg.text.width)), jnp.float32)
+    mask_ar = jnp.asarray([[0] * 30 + [1] * 10] * 2)
+    masks = training_masks(tiny_cfg.text, mask_ar, jnp.ones((2, t), jnp.int32).at[1, -3:].set(0))
+    pos = jnp.broadcast_to(jnp.arange(t), (2, t))
+    full, kv = decode_layers(tiny_params["llm"], tiny_cfg.text, x, pos, masks)
+    kept, kv_kept = decode_layers(tiny_params["llm"], tiny_cfg.text, x, pos, masks, outputs_from=keep)
+    assert kept.shape == (2, t - keep, tiny_cfg.text.width)
+    np.testing.assert_allclose(kept, full[:, keep:], atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(kv_kept.k[-1], kv.k[-1])  # every row's keys: the last layer still attends to all
 
 
 @pytest.mark.parametrize("name, billions", [("3B-224", 3.03), ("10B-448", 9.66), ("28B-896", 27.65)])
