@@ -42,8 +42,7 @@ def main() -> None:
     # internal tqdm bars out of pg2edge's own progress display (a user's setting wins).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so staging directories are removed on the way out
-    stop_on_sigterm()
+    stop_on_sigterm()  # `kill` (SIGTERM) unwinds like Ctrl-C: staging directories are removed on the way out
 
 
 @main.command()
@@ -242,6 +241,7 @@ def tasks(out: Path, n: int, seed: int, res: int, layout: str, force: bool) -> N
 @click.option("--eval-data", type=click.Path(path_type=Path), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-text-len", type=int, default=64, show_default=True, help="text tokens per example")
+@click.option("--sort-window", type=int, default=1, show_default=True, help="steps sorted by text length as one")
 @click.option("--skip-bad", is_flag=True, help="skip (and count) bad JSONL lines instead of stopping")
 @click.option("--balance-tasks", is_flag=True,
               help='draw every task (the lines\' "task" field) equally often, not in proportion to its lines')

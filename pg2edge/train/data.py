@@ -28,6 +28,7 @@ from pg2edge.tokenizer import Tokenizer
 
 T = TypeVar("T")
 TEXT_FIELDS = ("tokens", "mask_ar", "mask_loss", "input_mask")
+LENGTH_STEP = 8  # a length-sorted step pads its text to a multiple of this many tokens
 Batch = dict[str, np.ndarray]  # pixels [K,B,R,R,3], tokens/mask_ar/mask_loss/input_mask [K,B,T], weight [K,B]
 
 
@@ -194,21 +195,41 @@ def host_rows(indices_kb: np.ndarray, process_index: int, process_count: int) ->
     return indices_kb[:, process_index * rows:(process_index + 1) * rows]
 
 
-def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.ndarray | None = None) -> Batch:
-    """Decode the images and pick the encoded texts of `indices` [K, B] into one batch."""
+def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.ndarray | None = None,
+           length: int | None = None) -> Batch:
+    """Decode the images and pick the encoded texts of `indices` [K, B] into one batch, cut to `length` text
+    tokens if given (it must hold every picked line: only padding goes)."""
     flat = indices_kb.reshape(-1)
     pixels = np.stack([preprocess(ds.images[i], cfg.resolution, cfg.resize_filter) for i in flat])
     shape = indices_kb.shape
-    batch = {name: getattr(ds, name)[flat].reshape(shape + (-1,)) for name in TEXT_FIELDS}
+    batch = {name: getattr(ds, name)[flat, :length].reshape(shape + (-1,)) for name in TEXT_FIELDS}
     batch["pixels"] = pixels.reshape(shape + pixels.shape[1:])
     batch["weight"] = np.ones(shape, np.float32) if weight_kb is None else weight_kb.astype(np.float32)
     return batch
 
 
-def step_indices(ds: Dataset, seed: int, step: int, batch: int, accum: int) -> np.ndarray:
-    """Example indices [accum, batch] of optimizer step `step` (0-based)."""
+def step_indices(ds: Dataset, seed: int, step: int, batch: int, accum: int, sort_window: int = 1) -> np.ndarray:
+    """Example indices [accum, batch] of optimizer step `step` (0-based).
+
+    With `sort_window` W > 1, the W steps of each window share their examples, sorted by text length, each step
+    taking one slice of W in a seeded order: a step's lines are of similar length, so it pads them only to its
+    own longest (`padded_length`), while every example is still drawn exactly when the stream draws it.
+    """
     per_step = batch * accum
-    return ds.pool[stream_indices(seed, len(ds.pool), step * per_step, per_step)].reshape(accum, batch)
+    if sort_window <= 1:
+        return ds.pool[stream_indices(seed, len(ds.pool), step * per_step, per_step)].reshape(accum, batch)
+    window, slot = divmod(step, sort_window)
+    drawn = ds.pool[stream_indices(seed, len(ds.pool), window * sort_window * per_step, sort_window * per_step)]
+    ranked = drawn[np.argsort(ds.input_mask[drawn].sum(1), kind="stable")]
+    part = int(np.random.default_rng([seed, window]).permutation(sort_window)[slot])
+    return ranked[part * per_step:(part + 1) * per_step].reshape(accum, batch)
+
+
+def padded_length(ds: Dataset, indices: np.ndarray) -> int:
+    """Text tokens a length-sorted step pads to: its longest line, rounded up to a multiple of LENGTH_STEP (a
+    handful of shapes to compile), at most the dataset's length."""
+    longest = int(ds.input_mask[indices.reshape(-1)].sum(1).max())
+    return min(-(-longest // LENGTH_STEP) * LENGTH_STEP, ds.tokens.shape[1])
 
 
 def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
@@ -223,11 +244,13 @@ def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
 
 
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
-    """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs."""
+                  process_index: int = 0, process_count: int = 1, sort_window: int = 1) -> Iterator[Batch]:
+    """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs.
+    Length-sorted steps (`sort_window` > 1) are cut to `padded_length` of the whole step, the same on every host."""
     def load(step: int) -> Batch:
-        idx = host_rows(step_indices(ds, seed, step, batch, accum), process_index, process_count)
-        return gather(ds, cfg, idx)
+        picked = step_indices(ds, seed, step, batch, accum, sort_window)
+        length = padded_length(ds, picked) if sort_window > 1 else None
+        return gather(ds, cfg, host_rows(picked, process_index, process_count), length=length)
 
     return prefetched(load, start_step)
 

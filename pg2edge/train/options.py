@@ -16,7 +16,7 @@ QAT_RECIPES = ("int4", "int8", "mixed")
 # Options that fix the state's tree structure or the data order: a resumed run must repeat them.
 RESUME_KEYS = ("checkpoint", "size", "res", "random_init", "batch", "accum", "dtype", "trainable", "lora_rank",
                "lora_alpha", "qat", "qat_block", "seed", "max_text_len", "skip_bad", "balance_tasks", "tasks",
-               "repeat_rare", "task_weights")
+               "repeat_rare", "task_weights", "sort_window")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class TrainOptions:
     tasks: tuple[str, ...] | None = None  # train on the lines of these tasks only (None: all lines)
     repeat_rare: tuple[str, ...] | None = None  # tasks whose rare answer classes are repeated (data.repeat_factors)
     task_weights: tuple[tuple[str, float], ...] | None = None  # (task, share weight): balanced draws, weighted
+    sort_window: int = 1  # steps whose examples are sorted by text length together (data.step_indices; 1: off)
     save_every: int = 500
     log_every: int = 1
     fsdp: int | None = None  # devices per FSDP group; None = the local device count (1 on CPU)
@@ -62,7 +63,7 @@ class TrainOptions:
             raise ConfigError("give exactly one of --checkpoint PATH or --size S --random-init")
         if self.random_init and self.size is None:
             raise ConfigError("--random-init needs --size")
-        for name in ("steps", "batch", "accum", "max_text_len", "log_every", "lora_rank"):
+        for name in ("steps", "batch", "accum", "max_text_len", "log_every", "lora_rank", "sort_window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, found {getattr(self, name)}")
         for name in ("eval_every", "save_every"):

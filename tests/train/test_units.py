@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -66,6 +67,65 @@ def test_accumulation_sees_the_same_examples_per_step():
     for step in range(4):
         np.testing.assert_array_equal(step_indices(_Five(), 1, step, 2, 2).reshape(-1),
                                       step_indices(_Five(), 1, step, 4, 1).reshape(-1))
+
+
+def _lines_of_many_lengths(tok, tmp_path, count: int = 24):
+    from pg2edge.train.data import load_dataset
+
+    Image.new("RGB", (56, 56), (200, 40, 40)).save(tmp_path / "a.png")
+    rows = [{"image": "a.png", "prefix": "caption en", "suffix": " ".join(["red"] * (1 + i * 7 % 13))}
+            for i in range(count)]
+    return load_dataset(write_jsonl(tmp_path / "lengths.jsonl", rows), tok, 24)
+
+
+def test_a_sort_window_regroups_the_streams_examples_by_text_length(tok, tmp_path):
+    """--sort-window W: the W steps of a window draw exactly the stream's examples of those steps, each step a
+    run of the window's length order, and pad to their longest line rounded up to LENGTH_STEP tokens."""
+    from pg2edge.train.data import LENGTH_STEP, padded_length
+
+    ds = _lines_of_many_lengths(tok, tmp_path)
+    lengths = ds.input_mask.sum(1)
+    window, batch, accum = 4, 3, 2
+    for first in range(0, 12, window):
+        plain = [step_indices(ds, 7, first + s, batch, accum) for s in range(window)]
+        grouped = [step_indices(ds, 7, first + s, batch, accum, sort_window=window) for s in range(window)]
+        assert all(g.shape == (accum, batch) for g in grouped)
+        assert sorted(np.concatenate(plain).ravel()) == sorted(np.concatenate(grouped).ravel())
+        spans = sorted((lengths[g].min(), lengths[g].max()) for g in grouped)
+        assert all(low[1] <= high[0] for low, high in zip(spans, spans[1:]))  # steps do not interleave lengths
+        for g in grouped:
+            cut = padded_length(ds, g)
+            assert cut >= lengths[g].max() and (cut % LENGTH_STEP == 0 or cut == ds.tokens.shape[1])
+            assert cut < lengths[g].max() + LENGTH_STEP
+    orders = {tuple(lengths[step_indices(ds, seed, 0, batch, accum, window)].ravel()) for seed in range(6)}
+    assert len(orders) > 1  # which slice of the length order a step takes is drawn, not always the shortest
+    from pg2edge.config import ConfigError
+    from pg2edge.train import TrainOptions
+
+    opts = TrainOptions(data=tmp_path / "lengths.jsonl", out=tmp_path / "run", steps=1, batch=1, size="tiny",
+                        random_init=True, sort_window=window)
+    assert opts.resume_key()["sort_window"] == window  # a resumed run must draw its steps the same way
+    with pytest.raises(ConfigError, match="--sort-window must be >= 1, found 0"):
+        dataclasses.replace(opts, sort_window=0).validate()
+
+
+def test_a_batch_cut_to_its_padded_length_has_the_same_loss(tok, tmp_path, params):
+    """Cutting a length-sorted step's text drops padding only: per-example losses match the full-length batch."""
+    from pg2edge.model import forward
+    from pg2edge.train.data import gather, padded_length
+
+    ds = _lines_of_many_lengths(tok, tmp_path)
+    cfg = get_config("tiny")
+    idx = min((step_indices(ds, 3, step, 4, 1, sort_window=4) for step in range(4)),
+              key=lambda i: padded_length(ds, i))  # the window's shortest step
+    full, cut = gather(ds, cfg, idx), gather(ds, cfg, idx, length=padded_length(ds, idx))
+    assert cut["tokens"].shape[-1] < full["tokens"].shape[-1]
+    sums = []
+    for b in (full, cut):
+        logits = forward(params, cfg, b["pixels"][0], b["tokens"][0], b["mask_ar"][0], b["input_mask"][0])
+        sums.append(batch_loss(logits, b["tokens"][0], b["mask_loss"][0], b["weight"][0])[1])
+    np.testing.assert_allclose(sums[1]["loss_sum"], sums[0]["loss_sum"], rtol=1e-5)
+    assert sums[1]["tokens"] == sums[0]["tokens"] > 0
 
 
 def test_balanced_pool_shows_every_task_equally_often_and_every_example(tok, tmp_path):
