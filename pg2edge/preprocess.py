@@ -90,7 +90,13 @@ def preprocess(image: ImageSource, resolution: int, resize_filter: str = "biline
         pixels = np.stack([np.asarray(b, dtype=np.float32) for b in bands], axis=-1)
     else:
         pixels = np.asarray(rgb.resize(size, resample=resample), dtype=np.float32)
-    return np.clip(pixels / np.float32(127.5) - np.float32(1.0), -1.0, 1.0).astype(np.float32)
+    return scale_pixels(pixels)
+
+
+def scale_pixels(pixels: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] from 0..255 values (uint8 or float): PaliGemma's `x / 127.5 - 1`, one definition."""
+    scaled = np.asarray(pixels, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
 
 
 def preprocess_batch(images: Sequence[ImageSource], resolution: int,

@@ -1,4 +1,4 @@
-"""Examples -> fixed-shape numpy batches: texts encoded once, images decoded per batch, order fixed by the seed.
+"""Examples -> fixed-shape numpy batches: texts encoded once, images decoded once per run, order fixed by the seed.
 
 The example stream is an endless concatenation of per-epoch permutations,
 each drawn from `(seed, epoch)`, so the batch of any step is a pure function
@@ -22,9 +22,10 @@ import numpy as np
 
 from pg2edge.config import ModelConfig
 from pg2edge.errors import ImageError
-from pg2edge.preprocess import original_size, preprocess
+from pg2edge.preprocess import original_size
 from pg2edge.tasks import DataError, Example, read_examples
 from pg2edge.tokenizer import Tokenizer
+from pg2edge.train.decoded import DecodedImages
 
 T = TypeVar("T")
 TEXT_FIELDS = ("tokens", "mask_ar", "mask_loss", "input_mask")
@@ -196,11 +197,13 @@ def host_rows(indices_kb: np.ndarray, process_index: int, process_count: int) ->
 
 
 def gather(ds: Dataset, cfg: ModelConfig, indices_kb: np.ndarray, weight_kb: np.ndarray | None = None,
-           length: int | None = None) -> Batch:
-    """Decode the images and pick the encoded texts of `indices` [K, B] into one batch, cut to `length` text
-    tokens if given (it must hold every picked line: only padding goes)."""
+           length: int | None = None, decoded: DecodedImages | None = None) -> Batch:
+    """Decode the images (through a run's `decoded`, else each afresh) and pick the encoded texts of `indices`
+    [K, B] into one batch, cut to `length` text tokens if given (it must hold every picked line: only padding goes)."""
     flat = indices_kb.reshape(-1)
-    pixels = np.stack([preprocess(ds.images[i], cfg.resolution, cfg.resize_filter) for i in flat])
+    if decoded is None:
+        decoded = DecodedImages(cfg.resolution, cfg.resize_filter, budget_bytes=0)
+    pixels = decoded.batch([ds.images[i] for i in flat])
     shape = indices_kb.shape
     batch = {name: getattr(ds, name)[flat, :length].reshape(shape + (-1,)) for name in TEXT_FIELDS}
     batch["pixels"] = pixels.reshape(shape + pixels.shape[1:])
@@ -246,11 +249,14 @@ def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
                   process_index: int = 0, process_count: int = 1, sort_window: int = 1) -> Iterator[Batch]:
     """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs.
-    Length-sorted steps (`sort_window` > 1) are cut to `padded_length` of the whole step, the same on every host."""
+    Length-sorted steps (`sort_window` > 1) are cut to `padded_length` of the whole step, the same on every host.
+    Each image file is decoded once (`DecodedImages`)."""
+    decoded = DecodedImages(cfg.resolution, cfg.resize_filter)
+
     def load(step: int) -> Batch:
         picked = step_indices(ds, seed, step, batch, accum, sort_window)
         length = padded_length(ds, picked) if sort_window > 1 else None
-        return gather(ds, cfg, host_rows(picked, process_index, process_count), length=length)
+        return gather(ds, cfg, host_rows(picked, process_index, process_count), length=length, decoded=decoded)
 
     return prefetched(load, start_step)
 

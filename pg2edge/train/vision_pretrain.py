@@ -61,11 +61,11 @@ from pg2edge.checkpoint.fsutil import atomic_dir
 from pg2edge.config import ModelConfig
 from pg2edge.model import siglip
 from pg2edge.postprocess import LOC_DENOMINATOR, parse_objects
-from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
 from pg2edge.train.data import prefetched, stream_indices
+from pg2edge.train.decoded import DecodedImages
 from pg2edge.train.glyph_ctc import GlyphLabels, glyph_head, glyph_labels, glyph_loss, write_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.metrics import MetricsLog, ProgressBar
@@ -320,9 +320,11 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, gly
     rows = NamedSharding(mesh, PartitionSpec(DATA)) if opts.batch % mesh.size == 0 else replicated(mesh)
     theta, opt_state = jax.device_put((theta, opt_state), replicated(mesh))
 
+    decoded = DecodedImages(cfg.resolution, cfg.resize_filter)
+
     def load(i: int) -> dict:
         pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
-        pixels = preprocess_batch([words.images[j] for j in pick], cfg.resolution)
+        pixels = decoded.batch([words.images[j] for j in pick])
         batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],
                  "region_words": words.region_words[pick].astype(np.float32), "bins": words.region_bins[pick]}
         if opts.glyph_weight:  # the term's labels travel only when the term is on

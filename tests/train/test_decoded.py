@@ -1,0 +1,63 @@
+"""`DecodedImages`: each training image decoded once, and every read exactly `preprocess`'s output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pg2edge.preprocess import RESIZE_FILTERS, preprocess
+from pg2edge.train.decoded import DecodedImages
+
+
+def _png(path, size: int, seed: int = 0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("resize_filter", list(RESIZE_FILTERS))
+def test_an_image_at_the_model_size_is_read_from_memory_after_the_first_decode(tmp_path, resize_filter):
+    path = _png(tmp_path / "a.png", 28)
+    want = preprocess(path, 28, resize_filter)
+    decoded = DecodedImages(28, resize_filter)
+    np.testing.assert_array_equal(decoded.pixels(path), want)
+    path.unlink()  # a second read must not touch the file
+    np.testing.assert_array_equal(decoded.pixels(path), want)
+    assert len(decoded) == 1
+
+
+def test_an_image_that_needs_resampling_is_resampled_as_preprocess_does_and_never_kept(tmp_path):
+    path = _png(tmp_path / "big.png", 40)
+    decoded = DecodedImages(28)
+    np.testing.assert_array_equal(decoded.pixels(path), preprocess(path, 28))
+    assert len(decoded) == 0
+
+
+def test_images_past_the_byte_budget_are_decoded_on_every_read(tmp_path):
+    paths = [_png(tmp_path / f"{i}.png", 14, seed=i) for i in range(3)]
+    decoded = DecodedImages(14, budget_bytes=2 * 14 * 14 * 3)  # room for two
+    batch = decoded.batch(paths)
+    assert batch.shape == (3, 14, 14, 3) and len(decoded) == 2
+    np.testing.assert_array_equal(batch, np.stack([preprocess(p, 14) for p in paths]))
+    paths[2].unlink()
+    with pytest.raises(Exception, match="2.png"):  # the third was not kept: it is decoded again, and is gone
+        decoded.pixels(paths[2])
+
+
+def test_a_runs_batches_fill_one_cache_and_equal_batches_decoded_afresh(tmp_path):
+    from pg2edge.config import get_config
+    from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
+    from pg2edge.train.data import gather, load_dataset, step_indices
+
+    from .helpers import write_jsonl
+
+    cfg = get_config("tiny", 56)
+    rows = [{"image": _png(tmp_path / f"{i}.png", 56, seed=i).name, "prefix": "caption en", "suffix": "a"}
+            for i in range(3)]
+    tok = Tokenizer.from_bytes(build_synthetic_tokenizer(2048))
+    ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows * 2), tok, 16)
+    decoded = DecodedImages(cfg.resolution, cfg.resize_filter)
+    for step in range(3):
+        idx = step_indices(ds, 0, step, 4, 1)
+        np.testing.assert_array_equal(gather(ds, cfg, idx, decoded=decoded)["pixels"], gather(ds, cfg, idx)["pixels"])
+    assert len(decoded) == 3  # six lines, three files: each decoded once
