@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pg2edge.errors import ImageError
 from pg2edge.preprocess import RESIZE_FILTERS, preprocess
 from pg2edge.train.decoded import DecodedImages
 
@@ -40,7 +41,7 @@ def test_images_past_the_byte_budget_are_decoded_on_every_read(tmp_path):
     assert batch.shape == (3, 14, 14, 3) and len(decoded) == 2
     np.testing.assert_array_equal(batch, np.stack([preprocess(p, 14) for p in paths]))
     paths[2].unlink()
-    with pytest.raises(Exception, match="2.png"):  # the third was not kept: it is decoded again, and is gone
+    with pytest.raises(ImageError, match="2.png"):  # the third was not kept: it is decoded again, and is gone
         decoded.pixels(paths[2])
 
 
