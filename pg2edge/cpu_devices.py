@@ -4,8 +4,9 @@ One XLA CPU device runs each op of a step on a shared thread pool, which keeps
 the mini model's small matmuls busy on only ~1.5 of 2 cores. One device per
 core, each with one thread and its own slice of every batch (the training
 mesh already splits batches over all devices), runs a step ~25 % faster
-(0.49 -> 0.37 s on 2 cores; whole finetune stages gained 7-12 %). XLA reads its flags once, when its CPU backend
-starts, so this must run before the first JAX computation of the process.
+(0.49 -> 0.37 s on 2 cores; whole finetune stages gained 7-12 %). XLA reads
+its flags once, when its CPU backend starts, so this must run before the
+first JAX computation of the process.
 """
 
 from __future__ import annotations
