@@ -73,12 +73,17 @@ def encode_text(tok: Tokenizer, prefix: str, suffix: str, length: int) -> Encode
     return EncodedText(*arrays, truncated=bool(prompt.mask_loss[n:].any()))
 
 
-def _readable(ex: Example, source: Path) -> Example:
-    """Read the image header now, so a corrupt image fails at load with its JSONL line, not mid-run."""
-    try:
-        original_size(ex.image)
-    except ImageError as e:
-        raise DataError(f"{source}:{ex.line}: {e}") from None
+def _readable(ex: Example, source: Path, checked: dict[Path, str | None]) -> Example:
+    """Read the image header now, so a corrupt image fails at load with its JSONL line, not mid-run; `checked`
+    keeps each image's verdict (None: readable), since the suite gives one image five or six lines."""
+    if ex.image not in checked:
+        try:
+            original_size(ex.image)
+            checked[ex.image] = None
+        except ImageError as e:
+            checked[ex.image] = str(e)
+    if checked[ex.image] is not None:
+        raise DataError(f"{source}:{ex.line}: {checked[ex.image]}")
     return ex
 
 
@@ -141,10 +146,10 @@ def load_dataset(path: str | os.PathLike, tok: Tokenizer, length: int, skip_bad:
     """
     path = Path(path)
     read = read_examples(path, skip_bad=skip_bad)
-    skipped, examples = list(read.problems), []
+    skipped, examples, checked = list(read.problems), [], {}
     for ex in (read.examples if tasks is None else select_tasks(read.examples, tasks, path)):
         try:
-            examples.append(_readable(ex, path))
+            examples.append(_readable(ex, path, checked))
         except DataError as e:
             if not skip_bad:
                 raise

@@ -173,8 +173,10 @@ def image_words(data: Path, tok: Tokenizer, cfg: ModelConfig, skip_bad: bool = F
 
 def word_head(key: jax.Array, words: int, width: int) -> dict:
     """One vector per word (scaled like an embedding row) and a bias that starts low: most words are
-    absent from most images."""
-    return {"words": jax.random.normal(key, (words, width)) / math.sqrt(width), "bias": jnp.full((words,), -2.0)}
+    absent from most images. (The bias is float32, not weakly typed: a weak one changes type after the first
+    update and the step compiles twice.)"""
+    return {"words": jax.random.normal(key, (words, width)) / math.sqrt(width),
+            "bias": jnp.full((words,), -2.0, jnp.float32)}
 
 
 def centre_tokens(tokens: jax.Array, cells: jax.Array) -> jax.Array:

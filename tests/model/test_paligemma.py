@@ -10,7 +10,7 @@ import pytest
 from pg2edge.config import VARIANTS, get_config
 from pg2edge.model import forward, generate, init_params
 from pg2edge.model.gemma2 import decode_layers, training_masks
-from pg2edge.param_layout import param_count
+from pg2edge.param_layout import param_count, param_shapes
 from pg2edge.sampling import SamplingConfig
 
 PROMPTS = [[2, 300, 301, 302, 108], [2, 400, 108]]
@@ -93,12 +93,22 @@ def test_outputs_from_returns_exactly_the_kept_rows_of_the_whole_pass(tiny_cfg, 
 
 
 @pytest.mark.parametrize("name, billions", [("3B-224", 3.03), ("10B-448", 9.66), ("28B-896", 27.65)])
-def test_full_size_variants_build_abstractly(name, billions):
-    cfg = VARIANTS[name]
-    shapes = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.PRNGKey(0))
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    assert n == param_count(cfg)
-    assert abs(n / 1e9 - billions) < 0.01
+def test_full_size_variants_have_the_published_parameter_counts(name, billions):
+    assert abs(param_count(VARIANTS[name]) / 1e9 - billions) < 0.01
+
+
+def test_init_params_is_deterministic_per_key_and_follows_the_layout(tiny_cfg):
+    """Every tensor of the layout, drawn again equal for the same key and different for another one."""
+    a, b, c = (init_params(tiny_cfg, jax.random.PRNGKey(s)) for s in (0, 0, 1))
+    flat_a = {"/".join(str(k.key) for k in path): x for path, x in jax.tree_util.tree_leaves_with_path(a)}
+    assert {k: tuple(x.shape) for k, x in flat_a.items()} == param_shapes(tiny_cfg)
+    for x, y, z in zip(jax.tree.leaves(a), jax.tree.leaves(b), jax.tree.leaves(c), strict=True):
+        np.testing.assert_array_equal(x, y)
+    kernel = a["llm"]["layers"]["mlp"]["linear"]  # [depth, mlp, width]: fan-in scaled
+    assert abs(float(jnp.std(kernel)) * tiny_cfg.text.mlp_dim ** 0.5 - 1.0) < 0.05
+    assert not np.array_equal(kernel, c["llm"]["layers"]["mlp"]["linear"])
+    typed = init_params(tiny_cfg, jax.random.key(0))  # a typed key holds the same words as PRNGKey(0)
+    np.testing.assert_array_equal(typed["llm"]["embedder"]["input_embedding"], a["llm"]["embedder"]["input_embedding"])
 
 
 def test_image_tokens_per_resolution():

@@ -69,6 +69,27 @@ def test_accumulation_sees_the_same_examples_per_step():
                                       step_indices(_Five(), 1, step, 4, 1).reshape(-1))
 
 
+def test_each_image_header_is_read_once_and_a_bad_one_fails_every_line_that_names_it(tok, tmp_path, monkeypatch):
+    """The suite names each image on five or six lines: `load_dataset` reads a header once, and an unreadable
+    image still fails (or, under skip_bad, drops) each of its lines with that line's number."""
+    from pg2edge.tasks import DataError
+    from pg2edge.train import data
+
+    Image.new("RGB", (56, 56), (200, 40, 40)).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    rows = [{"image": name, "prefix": "caption en", "suffix": "red"} for name in ("a.png", "bad.png", "a.png",
+                                                                                  "bad.png")]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    opened = []
+    real = data.original_size
+    monkeypatch.setattr(data, "original_size", lambda image: opened.append(image.name) or real(image))
+    ds = data.load_dataset(path, tok, 16, skip_bad=True)
+    assert sorted(opened) == ["a.png", "bad.png"]
+    assert len(ds.images) == 2 and [p.split(": ")[0] for p in ds.skipped] == [f"{path}:2", f"{path}:4"]
+    with pytest.raises(DataError, match=rf"^{path}:2: "):
+        data.load_dataset(path, tok, 16)
+
+
 def _lines_of_many_lengths(tok, tmp_path, count: int = 24):
     from pg2edge.train.data import load_dataset
 

@@ -21,8 +21,8 @@ from pg2edge.train import TrainOptions
 from pg2edge.train.glyph_ctc import FRAMES_PER_TOKEN, read_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
 from pg2edge.train.source import load_source, resolve_tokenizer
-from pg2edge.train.vision_pretrain import (VisionPretrainOptions, box_loss, centre_cell, image_words,
-                                           pretrain_vision, region_loss)
+from pg2edge.train.vision_pretrain import (VisionPretrainOptions, box_head, box_loss, centre_cell,
+                                           image_words, pretrain_vision, region_loss, word_head)
 
 from .helpers import write_jsonl
 
@@ -115,6 +115,12 @@ def test_the_box_term_is_the_cross_entropy_to_a_gaussian_around_each_edge_and_ze
     expected = -(target * logp).sum(-1).mean()
     np.testing.assert_allclose(box_loss(tokens, box, rows, cells, bins, 8.0), expected, rtol=1e-4)
     assert float(box_loss(tokens, box, rows, jnp.full((2, 2), -1, jnp.int32), bins, 8.0)) == 0.0
+
+
+def test_the_heads_start_strongly_typed_so_the_step_compiles_once():
+    """A weakly typed leaf turns strong after the first update, which would compile the step a second time."""
+    heads = {"words": word_head(jax.random.PRNGKey(0), 5, 8), "box": box_head(jax.random.PRNGKey(1), 8)}
+    assert [leaf.weak_type for leaf in jax.tree.leaves(heads)] == [False] * 3
 
 
 def test_a_file_without_word_tokens_is_a_data_error_naming_it(suite, tok, tmp_path):
