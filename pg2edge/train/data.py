@@ -251,14 +251,28 @@ def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
             yield ready.result()
 
 
+def images_ahead(ds: Dataset, seed: int, start_step: int, end_step: int, batch: int, accum: int,
+                 process_index: int = 0, process_count: int = 1) -> list[Path]:
+    """The distinct images this host reads in steps [start_step, end_step), in the order it first reads them
+    (window by window when steps are length-sorted, which only reorders a window's own examples)."""
+    per_step = batch * accum
+    drawn = ds.pool[stream_indices(seed, len(ds.pool), start_step * per_step, (end_step - start_step) * per_step)]
+    rows = host_rows(drawn.reshape(-1, batch), process_index, process_count).reshape(-1)
+    return list(dict.fromkeys(ds.images[i] for i in rows))
+
+
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
-                  process_index: int = 0, process_count: int = 1, sort_window: int = 1) -> Iterator[Batch]:
+                  process_index: int = 0, process_count: int = 1, sort_window: int = 1,
+                  end_step: int | None = None) -> Iterator[Batch]:
     """This host's batches for steps start_step, start_step + 1, ...; the next one is decoded while a step runs.
     Length-sorted steps (`sort_window` > 1) are cut to `padded_length` of the whole step, the same on every host.
-    Each image file is decoded once (`DecodedImages`)."""
+    Each image file is decoded once (`DecodedImages`); given `end_step`, the images of steps up to it are decoded
+    before the first batch, on the loader thread, while the caller's first step compiles."""
     decoded = DecodedImages(cfg.resolution, cfg.resize_filter)
 
     def load(step: int) -> Batch:
+        if step == start_step and end_step is not None:
+            decoded.warm(images_ahead(ds, seed, start_step, end_step, batch, accum, process_index, process_count))
         picked = step_indices(ds, seed, step, batch, accum, sort_window)
         length = padded_length(ds, picked) if sort_window > 1 else None
         return gather(ds, cfg, host_rows(picked, process_index, process_count), length=length, decoded=decoded)

@@ -152,7 +152,7 @@ def _train(run: _Run, state: TrainState, start: int, metrics: MetricsLog, bar: P
     opts = run.opts
     schedule = lr_schedule(opts.lr, opts.steps, opts.warmup)
     batches = train_batches(run.ds, run.cfg, opts.seed, start, opts.batch, opts.accum, jax.process_index(),
-                            jax.process_count(), opts.sort_window)
+                            jax.process_count(), opts.sort_window, end_step=opts.steps)
     last, window, compile_s = {}, [], 0.0
     t_window = t_steady = time.perf_counter()
     try:

@@ -22,9 +22,13 @@ def token_stats(logits_btv: jax.Array, tokens_bt: jax.Array, mask_loss_bt: jax.A
     logits = logits_btv[:, :-1].astype(jnp.float32)
     targets = tokens_bt[:, 1:]
     mask = mask_loss_bt[:, 1:].astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    shifted = logits - top
+    target = jnp.take_along_axis(shifted, targets[..., None], axis=-1)[..., 0]
+    nll = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)) - target
+    # The target is the argmax when it reaches the maximum (the max log_softmax needs anyway: no second pass
+    # over the vocabulary, as an argmax would take; a tie, which f32 logits all but never make, counts as correct).
+    correct = (target >= 0.0).astype(jnp.float32)
     return jnp.sum(nll * mask, axis=1), jnp.sum(correct * mask, axis=1), jnp.sum(mask, axis=1)
 
 

@@ -325,6 +325,9 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, gly
     decoded = DecodedImages(cfg.resolution, cfg.resize_filter)
 
     def load(i: int) -> dict:
+        if i == 1:  # on the loader thread while the first step compiles: every image the run reads, in order
+            ahead = stream_indices(opts.seed, len(words.images), 0, opts.steps * opts.batch)
+            decoded.warm(dict.fromkeys(words.images[j] for j in ahead))
         pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
         pixels = decoded.batch([words.images[j] for j in pick])
         batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],

@@ -62,3 +62,38 @@ def test_a_runs_batches_fill_one_cache_and_equal_batches_decoded_afresh(tmp_path
         idx = step_indices(ds, 0, step, 4, 1)
         np.testing.assert_array_equal(gather(ds, cfg, idx, decoded=decoded)["pixels"], gather(ds, cfg, idx)["pixels"])
     assert len(decoded) == 3  # six lines, three files: each decoded once
+
+
+def test_warm_decodes_ahead_in_order_until_the_budget_or_an_image_that_needs_resampling(tmp_path):
+    paths = [_png(tmp_path / f"{i}.png", 14, seed=i) for i in range(4)]
+    want = [preprocess(p, 14) for p in paths]
+    decoded = DecodedImages(14, budget_bytes=3 * 14 * 14 * 3)  # room for three
+    assert decoded.warm([paths[1], paths[0], paths[1], paths[2], paths[3]]) == 3
+    for i in (0, 1, 2):
+        paths[i].unlink()  # kept: no later read touches the file
+        np.testing.assert_array_equal(decoded.pixels(paths[i]), want[i])
+    np.testing.assert_array_equal(decoded.pixels(paths[3]), want[3])  # past the budget: decoded on read
+
+    big = _png(tmp_path / "big.png", 20)
+    late = _png(tmp_path / "late.png", 14, seed=9)
+    fresh = DecodedImages(14)
+    assert fresh.warm([paths[3], big, late]) == 1  # stops at the first image that would be resampled
+    late.unlink()
+    with pytest.raises(ImageError, match="late.png"):
+        fresh.pixels(late)
+
+
+def test_images_ahead_are_the_distinct_images_a_run_reads_in_first_read_order(tmp_path):
+    from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
+    from pg2edge.train.data import host_rows, images_ahead, load_dataset, step_indices
+
+    from .helpers import write_jsonl
+
+    rows = [{"image": _png(tmp_path / f"{i}.png", 14, seed=i).name, "prefix": "caption en", "suffix": "a"}
+            for i in range(7)]
+    tok = Tokenizer.from_bytes(build_synthetic_tokenizer(2048))
+    ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows * 3), tok, 16)
+    for start, end, batch, accum, host in ((0, 5, 4, 1, 0), (3, 9, 2, 2, 1), (2, 3, 4, 1, 1)):
+        read = [ds.images[i] for step in range(start, end)
+                for i in host_rows(step_indices(ds, 5, step, batch, accum), host, 2).reshape(-1)]
+        assert images_ahead(ds, 5, start, end, batch, accum, host, 2) == list(dict.fromkeys(read))
