@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pg2edge.errors import ImageError
 from pg2edge.preprocess import original_size
 from pg2edge.tasks import DataError, Example, read_examples
 from pg2edge.tokenizer import Tokenizer
-from pg2edge.train.decoded import DecodedImages
+from pg2edge.train.decoded import WARM_WORKERS, DecodedImages
 
 T = TypeVar("T")
 TEXT_FIELDS = ("tokens", "mask_ar", "mask_loss", "input_mask")
@@ -240,9 +242,23 @@ def padded_length(ds: Dataset, indices: np.ndarray) -> int:
     return min(-(-longest // LENGTH_STEP) * LENGTH_STEP, ds.tokens.shape[1])
 
 
+LOADER_NICENESS = 10  # added to the loader thread's nice value: it yields the cores to the step's devices
+
+
+def _yield_to_compute() -> None:
+    """Lower the calling thread's scheduling priority (Linux: `setpriority` on a thread id changes that thread
+    only). With one XLA device per core, a loader that takes a core from one device makes the other wait for
+    it at the gradient all-reduce; at low priority it runs in the cores' idle moments instead."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICENESS)
+        except OSError:  # not permitted here: the loader keeps its priority
+            pass
+
+
 def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
     """load(start), load(start + 1), ...: the next one is made on a thread while the caller uses this one."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-data") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg2edge-data", initializer=_yield_to_compute) as pool:
         pending = pool.submit(load, start)
         step = start
         while True:
@@ -251,14 +267,18 @@ def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
             yield ready.result()
 
 
+AHEAD_WINDOW = 64  # steps whose draws `images_ahead` computes at a time
+
+
 def images_ahead(ds: Dataset, seed: int, start_step: int, end_step: int, batch: int, accum: int,
-                 process_index: int = 0, process_count: int = 1) -> list[Path]:
-    """The distinct images this host reads in steps [start_step, end_step), in the order it first reads them
-    (window by window when steps are length-sorted, which only reorders a window's own examples)."""
+                 process_index: int = 0, process_count: int = 1) -> Iterator[Path]:
+    """The images this host reads in steps [start_step, end_step), in reading order (window by window when
+    steps are length-sorted, which only reorders a window's own examples), computed lazily a few steps ahead."""
     per_step = batch * accum
-    drawn = ds.pool[stream_indices(seed, len(ds.pool), start_step * per_step, (end_step - start_step) * per_step)]
-    rows = host_rows(drawn.reshape(-1, batch), process_index, process_count).reshape(-1)
-    return list(dict.fromkeys(ds.images[i] for i in rows))
+    for first in range(start_step, end_step, AHEAD_WINDOW):
+        count = min(AHEAD_WINDOW, end_step - first) * per_step
+        drawn = ds.pool[stream_indices(seed, len(ds.pool), first * per_step, count)]
+        yield from (ds.images[i] for i in host_rows(drawn.reshape(-1, batch), process_index, process_count).flat)
 
 
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,
@@ -272,7 +292,8 @@ def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, bat
 
     def load(step: int) -> Batch:
         if step == start_step and end_step is not None:
-            decoded.warm(images_ahead(ds, seed, start_step, end_step, batch, accum, process_index, process_count))
+            decoded.warm(images_ahead(ds, seed, start_step, end_step, batch, accum, process_index, process_count),
+                         workers=WARM_WORKERS)
         picked = step_indices(ds, seed, step, batch, accum, sort_window)
         length = padded_length(ds, picked) if sort_window > 1 else None
         return gather(ds, cfg, host_rows(picked, process_index, process_count), length=length, decoded=decoded)

@@ -14,14 +14,18 @@ is shared between runs.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from pg2edge.preprocess import load_image, preprocess, scale_pixels
 
 DEFAULT_BUDGET = 1 << 30  # bytes of decoded RGB kept per run
+WARM_WORKERS = 2  # threads `warm` decodes on in a run (beside the first step's compile: one core, then both)
+WARM_CHUNK = 256  # images `warm` hands its threads at a time (it stops at the first chunk with a miss)
 
 
 class DecodedImages:
@@ -47,20 +51,22 @@ class DecodedImages:
             self._keep(key, rgb)
         return scale_pixels(rgb)
 
-    def warm(self, paths: Iterable[str | os.PathLike]) -> int:
-        """Decode `paths` in order now, until the budget is spent or an image needs resampling (such images are
-        never kept, so decoding them ahead gains nothing); the number of images kept."""
-        for path in paths:
-            key = os.fspath(path)
-            if key in self._rgb:
-                continue
-            image = load_image(key)
-            if image.size != (self.resolution, self.resolution):
-                break
-            rgb = np.asarray(image)
-            if not self._keep(key, rgb):
-                break
+    def warm(self, paths: Iterable[str | os.PathLike], workers: int = 1) -> int:
+        """Decode `paths` in order now, on `workers` threads (Pillow decodes without the GIL), until the budget
+        is spent or an image needs resampling (such images are never kept, so decoding them ahead gains nothing);
+        the number of images kept. `paths` is read lazily, no further than that."""
+        fresh = (key for key in map(os.fspath, paths) if key not in self._rgb)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pg2edge-decode") as pool:
+            while chunk := list(dict.fromkeys(itertools.islice(fresh, WARM_CHUNK))):
+                for key, rgb in zip(chunk, pool.map(self._at_size, chunk)):
+                    if rgb is None or not self._keep(key, rgb):
+                        return len(self._rgb)
         return len(self._rgb)
+
+    def _at_size(self, key: str) -> np.ndarray | None:
+        """The image's RGB bytes if it is already at the model's size, else None."""
+        image = load_image(key)
+        return np.asarray(image) if image.size == (self.resolution, self.resolution) else None
 
     def _keep(self, key: str, rgb: np.ndarray) -> bool:
         """Keep `rgb` if the budget allows; whether it did."""

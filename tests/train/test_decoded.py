@@ -83,7 +83,7 @@ def test_warm_decodes_ahead_in_order_until_the_budget_or_an_image_that_needs_res
         fresh.pixels(late)
 
 
-def test_images_ahead_are_the_distinct_images_a_run_reads_in_first_read_order(tmp_path):
+def test_images_ahead_are_the_images_a_run_reads_in_reading_order(tmp_path):
     from pg2edge.tokenizer import Tokenizer, build_synthetic_tokenizer
     from pg2edge.train.data import host_rows, images_ahead, load_dataset, step_indices
 
@@ -93,7 +93,25 @@ def test_images_ahead_are_the_distinct_images_a_run_reads_in_first_read_order(tm
             for i in range(7)]
     tok = Tokenizer.from_bytes(build_synthetic_tokenizer(2048))
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows * 3), tok, 16)
-    for start, end, batch, accum, host in ((0, 5, 4, 1, 0), (3, 9, 2, 2, 1), (2, 3, 4, 1, 1)):
+    for start, end, batch, accum, host in ((0, 5, 4, 1, 0), (3, 90, 2, 2, 1), (2, 3, 4, 1, 1)):  # 90: windows
         read = [ds.images[i] for step in range(start, end)
                 for i in host_rows(step_indices(ds, 5, step, batch, accum), host, 2).reshape(-1)]
-        assert images_ahead(ds, 5, start, end, batch, accum, host, 2) == list(dict.fromkeys(read))
+        assert list(images_ahead(ds, 5, start, end, batch, accum, host, 2)) == read
+
+
+def test_warm_on_threads_keeps_the_same_bytes_and_reads_its_paths_lazily(tmp_path):
+    from pg2edge.train.decoded import WARM_CHUNK
+
+    paths = [_png(tmp_path / f"{i}.png", 14, seed=i) for i in range(5)]
+    pulled = []
+
+    def endless():
+        for i in range(10 * WARM_CHUNK):
+            pulled.append(i)
+            yield paths[i % 5]
+
+    decoded = DecodedImages(14, budget_bytes=4 * 14 * 14 * 3)  # room for four of the five
+    assert decoded.warm(endless(), workers=2) == 4
+    assert len(pulled) <= 2 * WARM_CHUNK  # stopped at the chunk where the budget ran out
+    for p in paths[:4]:
+        np.testing.assert_array_equal(decoded.pixels(p), preprocess(p, 14))

@@ -379,3 +379,19 @@ def test_from_scratch_init_has_ordinal_loc_rows_and_sincos_positions():
     grid = cfg.vision.grid
     assert np.allclose(pos[0, 0, :cfg.vision.width // 4], 0.0)  # sin(0) for the first row's y features
     assert len({tuple(np.round(p, 5)) for p in pos[0]}) == grid * grid  # every patch is told apart
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are Linux's")
+def test_the_loader_thread_runs_at_a_lower_priority_than_the_caller():
+    """The batch loader yields the cores to the devices' threads; the caller's own priority is unchanged."""
+    import threading
+
+    from pg2edge.train.data import LOADER_NICENESS, prefetched
+
+    def nice(_: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice(0)
+    batches = prefetched(nice, 0)
+    assert next(batches) == min(mine + LOADER_NICENESS, 19) and nice(0) == mine
+    batches.close()
