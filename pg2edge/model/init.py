@@ -2,14 +2,16 @@
 
 Tensor i draws `jax.random.normal(split(key)[i], shape)`. With JAX's partitionable threefry (the default),
 element j of a draw depends only on the key and j, so a tensor's values are the first elements of a longer flat
-draw from its key: tensors draw from one jitted program per power-of-4 size, not one per shape (compiling a
-threefry program per shape took 14 of the mini model's 15 s start), with the same values bit for bit.
+draw from its key: small tensors draw from one jitted program per power-of-4 size, not one per shape, with the
+same values bit for bit (compiling a threefry program per shape took 12-19 s of the tower stage's start; now
+1-2 s). Tensors above FLAT_LIMIT elements draw at their own size, so a full-size model draws no more than it keeps.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ from pg2edge.errors import Pg2EdgeError
 from pg2edge.param_layout import param_shapes, unflatten
 
 _UNIT_SCALE = ("LayerNorm_0/scale", "LayerNorm_1/scale", "encoder_norm/scale")
+FLAT_LIMIT = 1 << 20  # elements: larger tensors draw at their own size
 
 
 def _std(name: str, shape: tuple[int, ...]) -> float | None:
@@ -44,16 +47,18 @@ def _fan_in(name: str, shape: tuple[int, ...]) -> int:
     return shape[-2]
 
 
-@functools.lru_cache(maxsize=None)
-def _flat_normal(size: int):
-    """One compiled standard-normal draw of `size` float32 values."""
-    return jax.jit(lambda key: jax.random.normal(key, (size,), jnp.float32))
+def _draw_size(n: int) -> int:
+    """The flat draw a tensor of `n` elements takes its values from: the next power of 4 up to FLAT_LIMIT."""
+    return n if n > FLAT_LIMIT else 1 << 2 * -(-(n - 1).bit_length() // 2)
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
-    """`jax.random.normal(key, shape)`, as the first elements of a flat draw of the next power-of-4 size."""
+def _normal(draws: dict[int, Callable], key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """`jax.random.normal(key, shape)`, as the first elements of a flat draw (compiled once per size in `draws`)."""
     n = math.prod(shape)
-    return np.asarray(_flat_normal(4 ** max(0, math.ceil(math.log(n, 4))))(key))[:n].reshape(shape)
+    size = _draw_size(n)
+    if size not in draws:
+        draws[size] = jax.jit(functools.partial(jax.random.normal, shape=(size,), dtype=jnp.float32))
+    return np.asarray(draws[size](key))[:n].reshape(shape)
 
 
 def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
@@ -62,12 +67,12 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
         raise Pg2EdgeError("init_params needs jax_threefry_partitionable (JAX's default): a draw's elements "
                            "then depend only on their index, which drawing by size relies on")
     shapes = param_shapes(cfg)
-    flat = {}
+    flat, draws = {}, {}
     for k, (name, shape) in zip(jax.random.split(key, len(shapes)), shapes.items()):
         std = _std(name, shape)
         if std is None:
             values = np.full(shape, 1.0 if name.endswith(_UNIT_SCALE) else 0.0, np.float32)  # Gemma: 1 + scale
         else:
-            values = _normal(k, shape) * np.float32(std)
+            values = _normal(draws, k, shape) * np.float32(std)
         flat[name] = jnp.asarray(values).astype(dtype)
     return unflatten(flat)

@@ -97,9 +97,14 @@ def test_full_size_variants_have_the_published_parameter_counts(name, billions):
     assert abs(param_count(VARIANTS[name]) / 1e9 - billions) < 0.01
 
 
-def test_init_params_draws_each_tensor_as_a_per_shape_normal_would(tiny_cfg):
-    """Drawing by power-of-4 size gives exactly `jax.random.normal(split(key)[i], shape)` times the fan-in
-    scale; norms are neutral and biases zero; the layout is `param_shapes`."""
+@pytest.mark.parametrize("flat_limit", [None, 0])  # small tensors by power-of-4 size; every tensor at its own
+def test_init_params_draws_each_tensor_as_a_per_shape_normal_would(tiny_cfg, flat_limit, monkeypatch):
+    """Drawing by flat size gives exactly `jax.random.normal(split(key)[i], shape)` times the fan-in scale;
+    norms are neutral and biases zero; the layout is `param_shapes`."""
+    from pg2edge.model import init
+
+    if flat_limit is not None:
+        monkeypatch.setattr(init, "FLAT_LIMIT", flat_limit)
     key = jax.random.PRNGKey(3)
     params = flatten(init_params(tiny_cfg, key))
     shapes = param_shapes(tiny_cfg)
