@@ -268,6 +268,21 @@ def test_loss_is_normalized_per_example_then_averaged():
     np.testing.assert_allclose(padded, ex0, rtol=1e-6)
 
 
+def test_correct_counts_the_target_positions_where_the_target_is_the_argmax():
+    """Token accuracy from the maximum the loss takes equals counting argmax hits (no ties in random logits)."""
+    from pg2edge.train.loss import token_stats
+
+    logits = jax.random.normal(jax.random.PRNGKey(2), (3, 9, 7))
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (3, 9), 0, 7)
+    tokens = tokens.at[:, 1:].set(jnp.where(jnp.arange(8) % 2 == 0, jnp.argmax(logits[:, :-1], -1), tokens[:, 1:]))
+    mask = jnp.ones((3, 9), jnp.int32).at[:, :3].set(0)
+    _, correct, count = token_stats(logits, tokens, mask)
+    hits = (np.argmax(np.asarray(logits)[:, :-1], -1) == np.asarray(tokens)[:, 1:]) & (np.asarray(mask)[:, 1:] == 1)
+    np.testing.assert_array_equal(correct, hits.sum(1))
+    np.testing.assert_array_equal(count, 6)
+    assert 3 <= int(hits.sum(1).min())  # the targets set to the argmax, at least
+
+
 def test_distillation_mixes_nll_and_kl_per_target_position():
     v = 6
     tokens = jnp.asarray([[0, 1, 2, 3]])
