@@ -4,7 +4,7 @@ Tensor i draws `jax.random.normal(split(key)[i], shape)`. With JAX's partitionab
 element j of a draw depends only on the key and j, so a tensor's values are the first elements of a longer flat
 draw from its key: small tensors draw from one jitted program per power-of-4 size, not one per shape, with the
 same values bit for bit (compiling a threefry program per shape took 12-19 s of the tower stage's start; now
-1-2 s). Tensors above FLAT_LIMIT elements draw at their own size, so a full-size model draws no more than it keeps.
+2-3 s). Tensors above FLAT_LIMIT elements draw at their own size, so a full-size model draws no more than it keeps.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pg2edge.config import ModelConfig
 from pg2edge.errors import Pg2EdgeError
@@ -52,13 +51,14 @@ def _draw_size(n: int) -> int:
     return n if n > FLAT_LIMIT else 1 << 2 * -(-(n - 1).bit_length() // 2)
 
 
-def _normal(draws: dict[int, Callable], key: jax.Array, shape: tuple[int, ...]) -> np.ndarray:
-    """`jax.random.normal(key, shape)`, as the first elements of a flat draw (compiled once per size in `draws`)."""
+def _normal(draws: dict[int, Callable], key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """`jax.random.normal(key, shape)`, as the first elements of a flat draw (compiled once per size in `draws`;
+    inside a trace, such as `finetune --random-init`'s jitted init, the draw is inlined like any other op)."""
     n = math.prod(shape)
     size = _draw_size(n)
     if size not in draws:
         draws[size] = jax.jit(functools.partial(jax.random.normal, shape=(size,), dtype=jnp.float32))
-    return np.asarray(draws[size](key))[:n].reshape(shape)
+    return draws[size](key)[:n].reshape(shape)
 
 
 def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
@@ -71,8 +71,8 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32) -> dict:
     for k, (name, shape) in zip(jax.random.split(key, len(shapes)), shapes.items()):
         std = _std(name, shape)
         if std is None:
-            values = np.full(shape, 1.0 if name.endswith(_UNIT_SCALE) else 0.0, np.float32)  # Gemma: 1 + scale
+            values = jnp.full(shape, 1.0 if name.endswith(_UNIT_SCALE) else 0.0, jnp.float32)  # Gemma: 1 + scale
         else:
-            values = _normal(draws, k, shape) * np.float32(std)
-        flat[name] = jnp.asarray(values).astype(dtype)
+            values = _normal(draws, k, shape) * jnp.float32(std)
+        flat[name] = values.astype(dtype)
     return unflatten(flat)

@@ -117,6 +117,9 @@ def test_init_params_draws_each_tensor_as_a_per_shape_normal_would(tiny_cfg, fla
     np.testing.assert_array_equal(params["llm/final_norm/scale"], 0.0)  # Gemma's RMSNorm multiplies by 1 + scale
     again = flatten(init_params(tiny_cfg, jax.random.key(3)))  # a typed key holds the same words
     assert all(np.array_equal(again[k], params[k]) for k in shapes)
+    traced = flatten(jax.jit(lambda k: init_params(tiny_cfg, k))(key))  # finetune --random-init draws in a jit
+    for k in shapes:
+        np.testing.assert_allclose(traced[k], params[k], rtol=1e-6, atol=1e-7)
 
 
 def test_image_tokens_per_resolution():
