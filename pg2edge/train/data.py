@@ -267,7 +267,14 @@ def prefetched(load: Callable[[int], T], start: int) -> Iterator[T]:
             yield ready.result()
 
 
-AHEAD_WINDOW = 64  # steps whose draws `images_ahead` computes at a time
+AHEAD_WINDOW = 64  # steps whose draws a look ahead at a run's images computes at a time
+
+
+def stream_windows(seed: int, n: int, start: int, count: int, window: int) -> Iterator[np.ndarray]:
+    """`stream_indices(seed, n, start, count)` in consecutive pieces of at most `window` positions, each computed
+    only when asked for (a look ahead that stops early never draws the rest)."""
+    for first in range(start, start + count, window):
+        yield stream_indices(seed, n, first, min(window, start + count - first))
 
 
 def images_ahead(ds: Dataset, seed: int, start_step: int, end_step: int, batch: int, accum: int,
@@ -275,10 +282,10 @@ def images_ahead(ds: Dataset, seed: int, start_step: int, end_step: int, batch: 
     """The images this host reads in steps [start_step, end_step), in reading order (window by window when
     steps are length-sorted, which only reorders a window's own examples), computed lazily a few steps ahead."""
     per_step = batch * accum
-    for first in range(start_step, end_step, AHEAD_WINDOW):
-        count = min(AHEAD_WINDOW, end_step - first) * per_step
-        drawn = ds.pool[stream_indices(seed, len(ds.pool), first * per_step, count)]
-        yield from (ds.images[i] for i in host_rows(drawn.reshape(-1, batch), process_index, process_count).flat)
+    for part in stream_windows(seed, len(ds.pool), start_step * per_step, (end_step - start_step) * per_step,
+                               AHEAD_WINDOW * per_step):
+        rows = host_rows(ds.pool[part].reshape(-1, batch), process_index, process_count)
+        yield from (ds.images[i] for i in rows.flat)
 
 
 def train_batches(ds: Dataset, cfg: ModelConfig, seed: int, start_step: int, batch: int, accum: int,

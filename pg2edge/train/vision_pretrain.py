@@ -64,7 +64,7 @@ from pg2edge.postprocess import LOC_DENOMINATOR, parse_objects
 from pg2edge.tasks import DataError, read_examples
 from pg2edge.tokenizer import Tokenizer
 from pg2edge.train import artifacts
-from pg2edge.train.data import AHEAD_WINDOW, prefetched, stream_indices
+from pg2edge.train.data import AHEAD_WINDOW, prefetched, stream_indices, stream_windows
 from pg2edge.train.decoded import WARM_WORKERS, DecodedImages
 from pg2edge.train.glyph_ctc import GlyphLabels, glyph_head, glyph_labels, glyph_loss, write_head
 from pg2edge.train.init import from_scratch_params, ordinal_loc_rows
@@ -326,10 +326,8 @@ def _train(opts: VisionPretrainOptions, cfg: ModelConfig, words: ImageWords, gly
 
     def load(i: int) -> dict:
         if i == 1:  # on the loader thread while the first step compiles: the images the run reads, in order
-            total, window = opts.steps * opts.batch, AHEAD_WINDOW * opts.batch
-            decoded.warm((words.images[j] for first in range(0, total, window)
-                          for j in stream_indices(opts.seed, len(words.images), first, min(window, total - first))),
-                         workers=WARM_WORKERS)
+            parts = stream_windows(opts.seed, len(words.images), 0, opts.steps * opts.batch, AHEAD_WINDOW * opts.batch)
+            decoded.warm((words.images[j] for part in parts for j in part), workers=WARM_WORKERS)
         pick = stream_indices(opts.seed, len(words.images), (i - 1) * opts.batch, opts.batch)
         pixels = decoded.batch([words.images[j] for j in pick])
         batch = {"pixels": pixels, "positives": words.positives[pick], "cells": words.region_cells[pick],

@@ -115,3 +115,12 @@ def test_warm_on_threads_keeps_the_same_bytes_and_reads_its_paths_lazily(tmp_pat
     assert len(pulled) <= 2 * WARM_CHUNK  # stopped at the chunk where the budget ran out
     for p in paths[:4]:
         np.testing.assert_array_equal(decoded.pixels(p), preprocess(p, 14))
+
+
+def test_stream_windows_concatenate_to_the_stream():
+    from pg2edge.train.data import stream_indices, stream_windows
+
+    for start, count, window in ((0, 50, 7), (13, 40, 64), (5, 21, 21)):
+        parts = list(stream_windows(3, 11, start, count, window))
+        assert max(len(p) for p in parts) <= window
+        np.testing.assert_array_equal(np.concatenate(parts), stream_indices(3, 11, start, count))
