@@ -14,6 +14,9 @@ from pg2edge.tasks.vocab import COLORS, SHAPES
 
 TASKS = ("caption", "count_shape", "count_color", "color", "detect", "segment", "ocr")
 _ABSENT_PROBABILITY = 0.25  # counting questions sometimes ask about what is not there (answer "0")
+# The counting questions' prompts, formatted with a shape or a colour name (benchmarks ask them of any scene).
+COUNT_SHAPE_PROMPT = "answer en how many {} are there"
+COUNT_COLOR_PROMPT = "answer en how many {} shapes are there"
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ def shape_targets(shapes: tuple[DrawnShape, ...], rng: np.random.Generator) -> t
     # The shape's name as every other prompt writes it ("how many circle are there", not "circles"): counting
     # then reuses the lookup detection, segmentation and colour questions teach, instead of learning six plural
     # tokens from its own lines (see the README).
-    out.append(Target("count_shape", f"answer en how many {shape} are there", str(by_shape[shape])))
+    out.append(Target("count_shape", COUNT_SHAPE_PROMPT.format(shape), str(by_shape[shape])))
     color = _count_target(rng, sorted(by_color), tuple(COLORS))
-    out.append(Target("count_color", f"answer en how many {color} shapes are there", str(by_color[color])))
+    out.append(Target("count_color", COUNT_COLOR_PROMPT.format(color), str(by_color[color])))
 
     unique = sorted(name for name, n in by_shape.items() if n == 1)
     if unique:

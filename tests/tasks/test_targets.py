@@ -14,6 +14,7 @@ from pg2edge.tasks.layout import LAYOUT_GRID, cell_size
 from pg2edge.tasks.ocr import TextSpec
 from pg2edge.tasks.render import background
 from pg2edge.tasks.scene import MAX_SHAPES, RADIUS_RANGE
+from pg2edge.tasks.targets import COUNT_COLOR_PROMPT, COUNT_SHAPE_PROMPT
 
 from .conftest import RES, SEED
 
@@ -74,6 +75,9 @@ def test_count_answers_equal_the_number_drawn(images):
         shape = targets["count_shape"].prefix.split()[-3]
         color = targets["count_color"].prefix.split()[-4]
         assert shape in SHAPES and color in COLORS  # the word detect/segment/colour prompts use, not a plural
+        # the public templates are the suite's prompts (benchmarks/count_probe.py asks them of every word)
+        assert targets["count_shape"].prefix == COUNT_SHAPE_PROMPT.format(shape)
+        assert targets["count_color"].prefix == COUNT_COLOR_PROMPT.format(color)
         assert targets["count_shape"].suffix == str(sum(s.spec.shape == shape for s in im.content))
         assert targets["count_color"].suffix == str(sum(s.spec.color == color for s in im.content))
         zero_seen |= targets["count_shape"].suffix == "0"
