@@ -23,13 +23,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pg2edge.bench.report_files import write_report
-from pg2edge.eval.predictors import JaxPredictor
-from pg2edge.model.paligemma import encode_image, prefill, prompt_embeddings
+from pg2edge.eval.predictors import JaxPredictor, prompt_ids
+from pg2edge.model import generate
 from pg2edge.preprocess import preprocess_batch
 from pg2edge.tasks import read_examples
 from pg2edge.tasks.generate import generate_image
@@ -63,29 +61,21 @@ def scenes(suite: Path, limit: int) -> list[tuple[Path, dict[str, Counter]]]:
 
 
 def answer_probabilities(model: JaxPredictor, images: list[Path], prompts: list[str]) -> np.ndarray:
-    """P(digit) [len(images), len(prompts), DIGITS] at the answer position of every prompt about every image."""
+    """P(digit) [len(images), len(prompts), DIGITS] at the answer position of every prompt about every image:
+    the distribution `generate` picks its first token from."""
     tok, cfg = model.tokenizer, model.cfg
-    ids = [tok.encode_prompt(p).tokens for p in prompts]
-    width = max(len(i) for i in ids)
-    tokens = np.stack([np.pad(i, (0, width - len(i)), constant_values=tok.pad_id) for i in ids])
-    valid = np.array([cfg.num_image_tokens + len(i) for i in ids], np.int32)
-    digit_ids = np.array([tok.encode(str(d))[-1] for d in range(DIGITS)])
-
-    @jax.jit
-    def probs(params, pixels):
-        img = encode_image(params, cfg, pixels)  # [I, N, D]
-        n_img, n_prompt = img.shape[0], tokens.shape[0]
-        img = jnp.repeat(img, n_prompt, axis=0)
-        txt = jnp.tile(tokens, (n_img, 1))
-        logits, _ = prefill(params, cfg, prompt_embeddings(params, cfg, img, txt), jnp.tile(valid, n_img))
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, digit_ids].reshape(n_img, n_prompt, DIGITS)
-
+    ids = [prompt_ids(tok, p) for p in prompts]
+    max_len = cfg.num_image_tokens + max(len(i) for i in ids) + 1
+    digit_ids = [tok.encode(str(d))[-1] for d in range(DIGITS)]
     out = []
     for start in range(0, len(images), IMAGES_PER_CALL):
         chunk = images[start:start + IMAGES_PER_CALL]
         chunk = chunk + [chunk[-1]] * (IMAGES_PER_CALL - len(chunk))  # one compiled shape
-        pixels = preprocess_batch(chunk, cfg.resolution, cfg.resize_filter)
-        out.append(np.asarray(probs(model.params, pixels))[:len(images) - start])
+        pixels = np.repeat(preprocess_batch(chunk, cfg.resolution, cfg.resize_filter), len(ids), axis=0)
+        logits = generate(model.params, cfg, pixels, ids * len(chunk), max_new_tokens=1, max_len=max_len).logits
+        p = np.exp(logits[:, 0] - logits[:, 0].max(-1, keepdims=True))
+        p = (p / p.sum(-1, keepdims=True))[:, digit_ids].reshape(len(chunk), len(ids), DIGITS)
+        out.append(p[:len(images) - start])
     return np.concatenate(out)
 
 
