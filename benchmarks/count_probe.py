@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pg2edge.bench.report_files import write_report
+from pg2edge.eval.parity import log_softmax
 from pg2edge.eval.predictors import JaxPredictor, prompt_ids
 from pg2edge.model import generate
 from pg2edge.preprocess import preprocess_batch
@@ -73,8 +74,7 @@ def answer_probabilities(model: JaxPredictor, images: list[Path], prompts: list[
         chunk = chunk + [chunk[-1]] * (IMAGES_PER_CALL - len(chunk))  # one compiled shape
         pixels = np.repeat(preprocess_batch(chunk, cfg.resolution, cfg.resize_filter), len(ids), axis=0)
         logits = generate(model.params, cfg, pixels, ids * len(chunk), max_new_tokens=1, max_len=max_len).logits
-        p = np.exp(logits[:, 0] - logits[:, 0].max(-1, keepdims=True))
-        p = (p / p.sum(-1, keepdims=True))[:, digit_ids].reshape(len(chunk), len(ids), DIGITS)
+        p = np.exp(log_softmax(logits[:, 0]))[:, digit_ids].reshape(len(chunk), len(ids), DIGITS)
         out.append(p[:len(images) - start])
     return np.concatenate(out)
 
