@@ -147,16 +147,17 @@ def main() -> None:
         windows = sorted({VARIANTS[n][0] for n in names})
         with ThreadPoolExecutor(len(windows)) as pool:
             detects = dict(zip(windows, pool.map(lambda w: detection_stage(work, w, train), windows)))
+        RESULTS.mkdir(exist_ok=True)
         with ThreadPoolExecutor(len(names)) as pool:
             scores = pool.map(lambda n: mix_stage_and_eval(work, n, detects[VARIANTS[n][0]], train, test), names)
-            for name, row in zip(names, scores):
+            for name, row in zip(names, scores):  # saved as each finishes: a later failure keeps them
                 results["variants"][name] = {"recipe": list(VARIANTS[name]), "scores": row}
-        if args.device is None:
+                path.write_text(json.dumps(results, indent=1) + "\n")
+        if args.device is None:  # imported only now: on a GPU, JAX in this process would take the memory first
             import jax
 
             args.device = jax.devices()[0].device_kind
         results["device"] = args.device
-        RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "recipe_sweep.md").write_text(render(results))
 
