@@ -40,6 +40,11 @@ VARIANTS = {
     "wG-mix3000": ("wG", SHIPPED_WEIGHTS, 3000, 0),
     "wG-cc2-3000": ("wG", SHIPPED_WEIGHTS.replace("count_color=0.5", "count_color=2"), 3000, 0),
     "wG-mix6000": ("wG", SHIPPED_WEIGHTS, 6000, 0),
+    # not run yet: where between 3000 and 6000 steps counting by colour leaves its prior, and whether the
+    # 32-token window gets there too
+    "wG-mix4500": ("wG", SHIPPED_WEIGHTS, 4500, 0),
+    "wG-mix6000-s1": ("wG", SHIPPED_WEIGHTS, 6000, 1),
+    "w32-mix6000": ("w32", SHIPPED_WEIGHTS, 6000, 0),
 }
 TASKS = ("caption", "count_shape", "count_color", "color", "detect", "segment", "ocr")
 VQA_TASKS = ("count_shape", "count_color", "color")
