@@ -2,6 +2,9 @@
 
     python benchmarks/recipe_sweep.py --work DIR [--variants wG-base,wG-mix6000] [--render-only]
 
+(where pg2edge is not installed, e.g. a GPU machine's own Python: `PYTHONPATH=. python3 benchmarks/...` from
+the checkout; every stage runs as `python -c ... pg2edge.cli.main` with the same interpreter.)
+
 One suite and one tower stage (the recipe's, `train_shipped_model.py`), one detection stage per decoder
 attention window (the config's `sliding_window`, written into a copy of the tower run's config.json:
 32 tokens, the mini decoder's window before, or HF's 4096, longer than any mini sequence), each variant's
@@ -27,7 +30,7 @@ from train_shipped_model import DETECT_RUN, MIX_RUN, SUITE, TOWER_RUN
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOWS = {"w32": 32, "wG": 4096}
-SHIPPED_WEIGHTS = "ocr=3,count_shape=1,count_color=0.5,color=2,detect=1.5"
+SHIPPED_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # ocr=3,count_shape=1,count_color=0.5,...
 # name: (window, --task-weights, mix steps, --seed)
 VARIANTS = {
     "w32-base": ("w32", SHIPPED_WEIGHTS, 1500, 0),
