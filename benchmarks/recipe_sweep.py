@@ -8,7 +8,8 @@ the checkout; every stage runs as `python -c ... pg2edge.cli.main` with the same
 One suite and one tower stage (the recipe's, `train_shipped_model.py`), one detection stage per decoder
 attention window (the config's `sliding_window`, written into a copy of the tower run's config.json:
 32 tokens, the mini decoder's window before, or HF's 4096, longer than any mini sequence), each variant's
-mix stage from its window's detection stage, then `pg2edge eval` on the whole test split. Every stage is a
+mix stage from its window's detection stage (and any stages a variant runs after it: the one-object route),
+then `pg2edge eval` on the whole test split. Every stage is a
 plain `pg2edge` command in its own process, so on one GPU the stages of a level run side by side
 (`XLA_PYTHON_CLIENT_PREALLOCATE=false`); on this 2-core CPU a variant takes the recipe's ~30 min.
 Writes benchmarks/results/recipe_sweep.{json,md}, keeping the earlier variants' results.
@@ -31,7 +32,13 @@ from train_shipped_model import DETECT_RUN, MIX_RUN, SUITE, TOWER_RUN
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOWS = {"w32": 32, "wG": 4096}
 SHIPPED_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # ocr=3,count_shape=1,count_color=0.5,...
-# name: (window, --task-weights, mix steps, --seed)
+# Stages after the mix stage, each (data: "train" or "simple" = train_simple.jsonl, one-object images; the mix
+# stage's options to change). The one-object route of the README: counting by colour on one-object scenes,
+# then a short mix stage with counting by shape and detection drawn more often.
+ONE_OBJECT = (("simple", {"--tasks": "count_color", "--steps": 300}),
+              ("train", {"--task-weights": "ocr=3,count_shape=2,count_color=1,color=2,detect=2.5", "--steps": 600,
+                         "--lr": "1e-3"}))
+# name: (window, --task-weights, mix steps, --seed[, stages after the mix stage])
 VARIANTS = {
     "w32-base": ("w32", SHIPPED_WEIGHTS, 1500, 0),
     "w32-base-s1": ("w32", SHIPPED_WEIGHTS, 1500, 1),
@@ -48,6 +55,8 @@ VARIANTS = {
     "wG-mix4500": ("wG", SHIPPED_WEIGHTS, 4500, 0),
     "wG-mix6000-s1": ("wG", SHIPPED_WEIGHTS, 6000, 1),
     "w32-mix6000": ("w32", SHIPPED_WEIGHTS, 6000, 0),
+    "wG-oneobj": ("wG", SHIPPED_WEIGHTS, 1500, 0, ONE_OBJECT),
+    "wG-oneobj-mix1200": ("wG", SHIPPED_WEIGHTS, 1200, 0, ONE_OBJECT),
 }
 TASKS = ("caption", "count_shape", "count_color", "color", "detect", "segment", "ocr")
 VQA_TASKS = ("count_shape", "count_color", "color")
@@ -93,15 +102,30 @@ def detection_stage(work: Path, window: str, train: Path) -> Path:
     return out
 
 
+def stage_args(changes: dict) -> list[str]:
+    """The mix stage's finetune options with `changes` applied (`--tasks` drops the task weights and repeats)."""
+    args = list(MIX_RUN)
+    if "--tasks" in changes:
+        for option in ("--task-weights", "--repeat-rare"):
+            i = args.index(option)
+            del args[i:i + 2]
+    for name, value in changes.items():
+        args = with_option(args, name, value)
+    return with_option(args, "--save-every", changes.get("--steps", args[args.index("--steps") + 1]))
+
+
 def mix_stage_and_eval(work: Path, name: str, detect: Path, train: Path, test: Path) -> dict:
-    """A variant's mix stage and its test metrics (primary metric per task, plus VQA over the three VQA tasks)."""
-    _, weights, steps, seed = VARIANTS[name]
-    args = with_option(with_option(with_option(MIX_RUN, "--task-weights", weights), "--steps", steps),
-                       "--save-every", steps)
-    out = work / f"mix-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    run_pg2edge(work, out.name, ["finetune", "--checkpoint", detect, *args, "--seed", seed, "--data", train,
-                                 "--out", out])
+    """A variant's mix stage (and any after it) and its test metrics (per task, and VQA over the VQA tasks)."""
+    _, weights, steps, seed, *after = VARIANTS[name]
+    source = detect
+    stages = [("train", {"--task-weights": weights, "--steps": steps}), *(after[0] if after else ())]
+    for i, (data, changes) in enumerate(stages):
+        out = work / (f"mix-{name}" if i == len(stages) - 1 else f"mix-{name}-{i}")
+        shutil.rmtree(out, ignore_errors=True)
+        lines = train if data == "train" else train.with_name("train_simple.jsonl")
+        run_pg2edge(work, out.name, ["finetune", "--checkpoint", source, *stage_args(changes), "--seed", seed,
+                                     "--data", lines, "--out", out])
+        source = out
     metrics = work / f"eval-{name}.json"
     run_pg2edge(work, f"eval-{name}", ["eval", out, "--data", test, "--batch", 64, "--max-new-tokens", 48,
                                        "--json", metrics])
@@ -121,9 +145,11 @@ def render(results: dict) -> str:
              "| variant | window | task weights | mix steps | seed | " + " | ".join(TASKS) + " | VQA |",
              "|" + "---|" * (6 + len(TASKS))]
     for name, row in results["variants"].items():
-        window, weights, steps, seed = row["recipe"]
+        window, weights, steps, seed, *after = row["recipe"]
+        then = "".join(f", then {changes.get('--steps')} on {data}: `{json.dumps(changes)}`"
+                       for data, changes in (after[0] if after else ()))
         cells = [f"{row['scores'][t]:.3f}" if t != "caption" else f"{row['scores'][t]:.2f}" for t in TASKS]
-        lines.append(f"| {name} | {WINDOWS[window]} | `{weights}` | {steps} | {seed} | " + " | ".join(cells)
+        lines.append(f"| {name} | {WINDOWS[window]} | `{weights}` | {steps}{then} | {seed} | " + " | ".join(cells)
                      + f" | {row['scores']['vqa']:.3f} |")
     return "\n".join(lines) + "\n"
 
