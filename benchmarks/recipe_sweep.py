@@ -29,6 +29,8 @@ from pathlib import Path
 
 from train_shipped_model import DETECT_RUN, MIX_RUN, SUITE, TOWER_RUN
 
+from pg2edge.tasks import SuiteConfig, is_current
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOWS = {"w32": 32, "wG": 4096}
 SHIPPED_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # ocr=3,count_shape=1,count_color=0.5,...
@@ -171,7 +173,9 @@ def main() -> None:
             raise SystemExit(f"--variants: unknown {unknown}; expected names from {sorted(VARIANTS)}")
         work, suite = args.work, args.work / "suite"
         work.mkdir(parents=True, exist_ok=True)
-        if not (suite / "test.jsonl").exists():
+        if not is_current(suite, SuiteConfig(**SUITE)):  # a new suite: stages trained on another are stale
+            for stale in [work / "tower", *work.glob("tower-*"), *work.glob("detect-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
             run_pg2edge(work, "tasks", ["tasks", "--out", suite, "--force",
                                         *(a for k, v in SUITE.items() for a in (f"--{k}", v))])
         train, test = suite / "train.jsonl", suite / "test.jsonl"
