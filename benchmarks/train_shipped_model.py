@@ -14,7 +14,9 @@ training.json), so the same model can be rebuilt by hand:
    find the object a prompt names and write its box (lists of several boxes repeated, `--repeat-rare`;
    the tower frozen from here on, as PaliGemma protects its tower from a fresh decoder's gradients);
    `pg2edge finetune --checkpoint <detect run> --task-weights ... --trainable decoder` then trains on
-   every task at once, drawn in set proportions rather than as often as the suite has lines;
+   every task at once, drawn in set proportions rather than as often as the suite has lines; 300 steps
+   of counting by colour on the suite's one-object images (`train_simple.jsonl`) teach it to compare a
+   colour word with the image; a last mix stage with weight decay carries that to every scene;
 4. `pg2edge finetune --checkpoint <float run> --qat int4 --distill 1` fine-tunes it through the int4
    fake-quant, distilled from the float model itself (the loss is the KL to the float model's
    predictions), so the int4 model stays close to the float one;
@@ -23,11 +25,10 @@ Then params.npz, tokenizer.model, config.json and training.json are copied into
 pg2edge/assets/<name>/ (written to a temp dir, then renamed).
 
 The stages share JAX's persistent compilation cache (`JAX_COMPILATION_CACHE_DIR=<work>/xla-cache`, emptied
-at the start), so the second decoder stage reuses the first one's compiled step.
+at the start), so a decoder stage that runs an earlier one's step function loads it instead of compiling it.
 
-Training splits a CPU host into one device per core (`pg2edge/cpu_devices.py`), which changes float
-rounding; the shipped weights were trained on one device, the layout
-`XLA_FLAGS=--xla_force_host_platform_device_count=1` keeps.
+Training splits a CPU host into one device per core (`pg2edge/cpu_devices.py`), as the shipped weights
+were trained (2 cores); another device count, or another CPU, changes float rounding and so the weights.
 """
 
 from __future__ import annotations
@@ -52,14 +53,22 @@ TOWER_RUN = ["--size", "mini", "--res", "112", "--steps", "800", "--batch", "64"
 DETECT_RUN = ["--tasks", "detect", "--repeat-rare", "detect", "--trainable", "decoder", "--steps", "800",
               "--batch", "32", "--lr", "2e-3", "--warmup", "0.03", "--max-text-len", "34", "--log-every", "50",
               "--save-every", "800"]
-# Every task at once: OCR drawn three times as often as captions and segmentation, colour questions twice,
-# detection 1.5 times (it keeps its boxes), counting by shape as often, counting by colour half as often
-# (see the README).
-MIX_RUN = ["--task-weights", "ocr=3,count_shape=1,count_color=0.5,color=2,detect=1.5", "--repeat-rare", "detect",
-           "--trainable", "decoder", "--steps", "1500", "--batch", "32", "--lr", "2e-3", "--warmup", "0.03",
-           "--max-text-len", "34", "--log-every", "50", "--save-every", "1500"]
-# Decoder stages, each from the previous one's output (the first from the tower run); the last is the model.
-DECODER_STAGES = [("detect", DETECT_RUN), ("float", MIX_RUN)]
+COMMON = ["--trainable", "decoder", "--batch", "32", "--warmup", "0.03", "--max-text-len", "34", "--log-every", "50"]
+# Every task at once: OCR drawn four times as often as captions and segmentation, colour questions twice,
+# detection 1.5 times (it keeps its boxes), counting by shape as often, counting by colour half as often.
+MIX_RUN = ["--task-weights", "ocr=4,count_shape=1,count_color=0.5,color=2,detect=1.5", "--repeat-rare", "detect",
+           *COMMON, "--steps", "1500", "--lr", "2e-3", "--save-every", "1500"]
+# Counting by colour on one-object images alone (train_simple.jsonl): the answer is "1" if the object has the
+# colour asked and "0" if not, which lifts the mixed model off its counting-by-colour plateau (see the README).
+ONE_OBJECT_RUN = ["--tasks", "count_color", *COMMON, "--steps", "300", "--lr", "2e-3", "--save-every", "300"]
+# Every task again, counting by shape drawn four times as often, with decoupled weight decay: the one-object
+# stage's counting carries over to many objects and the other tasks come back.
+LAST_RUN = ["--task-weights", "ocr=3,count_shape=4,count_color=1,color=2,detect=2.5", "--repeat-rare", "detect",
+            "--wd", "1.0", *COMMON, "--steps", "900", "--lr", "1e-3", "--save-every", "900"]
+# Decoder stages (name, training file of the suite, options), each from the previous one's output (the first from
+# the tower run); the last is the model.
+DECODER_STAGES = [("detect", "train.jsonl", DETECT_RUN), ("mix", "train.jsonl", MIX_RUN),
+                  ("one-object", "train_simple.jsonl", ONE_OBJECT_RUN), ("float", "train.jsonl", LAST_RUN)]
 QAT_RUN = ["--qat", "int4", "--distill", "1", "--steps", "300", "--batch", "32", "--lr", "1e-4", "--warmup", "0.1",
            "--max-text-len", "34", "--log-every", "50", "--save-every", "300"]
 
@@ -105,9 +114,9 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work
     suite = work / "suite"
-    # The two decoder stages run the same step function: the second loads the first's compiled executable from
-    # JAX's persistent cache (about 7 s) instead of compiling it again. Emptied first, so the stage times are
-    # those of a fresh machine.
+    # A decoder stage with an earlier stage's step function (the same shapes and optimizer) loads its
+    # compiled executable from JAX's persistent cache (about 7 s each) instead of compiling it again.
+    # Emptied first, so the stage times are those of a fresh machine.
     cache = work / "xla-cache"
     if not args.qat_only:
         shutil.rmtree(cache, ignore_errors=True)
@@ -123,15 +132,16 @@ def main() -> None:
         float_dir = ASSETS / args.name
         commands += json.loads((float_dir / "training.json").read_text())["commands"][1:2 + len(DECODER_STAGES)]
     else:
-        stage_dirs = [work / name for name, _ in DECODER_STAGES[:-1]] + [float_dir]
+        stage_dirs = [work / name for name, _, _ in DECODER_STAGES[:-1]] + [float_dir]
         for stale in (tower_dir, *stage_dirs):  # finished runs would be refused or resumed, not retrained
             shutil.rmtree(stale, ignore_errors=True)
         train = str(suite / "train.jsonl")
         line, seconds = pg2edge("pretrain-vision", *TOWER_RUN, "--data", train, "--out", str(tower_dir))
         commands.append(line)
         stage_seconds, source = {"tower": round(seconds)}, tower_dir
-        for (name, run), out in zip(DECODER_STAGES, stage_dirs):
-            line, seconds = pg2edge("finetune", "--checkpoint", str(source), *run, "--data", train, "--out", str(out))
+        for (name, data, run), out in zip(DECODER_STAGES, stage_dirs):
+            line, seconds = pg2edge("finetune", "--checkpoint", str(source), *run, "--data", str(suite / data),
+                                    "--out", str(out))
             commands.append(line)
             stage_seconds[name], source = round(seconds), out
         eval_line, float_metrics = evaluate(float_dir, suite / "test.jsonl")

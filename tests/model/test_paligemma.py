@@ -122,9 +122,9 @@ def test_init_params_draws_each_tensor_as_a_per_shape_normal_would(tiny_cfg, fla
         np.testing.assert_allclose(traced[k], params[k], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("size, res", [("mini", 112), ("3B", 224), ("3B", 448), ("28B", 448)])
+@pytest.mark.parametrize("size, res", [("mini", 112), ("tiny", 224), ("3B", 224), ("3B", 448), ("28B", 448)])
 def test_local_layers_see_what_global_layers_see_iff_the_sequence_fits_the_window(size, res):
-    """HF's 4096 window never hides the image at 224/448 px; the mini's 32-token one does (README: recipe sweep)."""
+    """HF's 4096 window never hides the image at 112-448 px; the tiny test model's 16-token one does."""
     cfg = get_config(size, res)
     t = cfg.num_image_tokens + 64 + 64  # the image, a 64-token prompt and a 64-token answer
     masks = training_masks(cfg.text, jnp.asarray([[0] * (t - 64) + [1] * 64]), jnp.ones((1, t), jnp.int32))
