@@ -33,15 +33,17 @@ from pg2edge.tasks import SuiteConfig, is_current
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOWS = {"w32": 32, "wG": 4096}
-SHIPPED_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # ocr=3,count_shape=1,count_color=0.5,...
+# The mix stage of the three-stage recipe the sweep started from (the window-32 model shipped before).
+SHIPPED_WEIGHTS = "ocr=3,count_shape=1,count_color=0.5,color=2,detect=1.5"
+OCR4_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # the shipped recipe's mix stage: OCR at 4 shares
 # Stages after the mix stage, each (data: "train" or "simple" = train_simple.jsonl, one-object images; the mix
 # stage's options to change). The one-object route of the README: counting by colour on one-object scenes,
 # then a short mix stage with counting by shape and detection drawn more often.
 ONE_OBJECT = (("simple", {"--tasks": "count_color", "--steps": 300}),
               ("train", {"--task-weights": "ocr=3,count_shape=2,count_color=1,color=2,detect=2.5", "--steps": 600,
                          "--lr": "1e-3"}))
-# The same route with weight decay in a longer last stage, after a mix stage with OCR at 4 shares (README: VQA
-# 0.920, detection 0.844, OCR CER 0.011 in one CPU run; not run on a GPU yet).
+# The same route with weight decay in a longer last stage, after a mix stage with OCR at 4 shares: the shipped
+# recipe's decoder stages (README: VQA 0.920, detection 0.844, OCR CER 0.011 on the CPU; not run on a GPU yet).
 ONE_OBJECT_WD = (ONE_OBJECT[0], ("train", {**ONE_OBJECT[1][1], "--wd": "1.0", "--steps": 900,
                                            "--task-weights": "ocr=3,count_shape=4,count_color=1,color=2,detect=2.5"}))
 # name: (window, --task-weights, mix steps, --seed[, stages after the mix stage])
@@ -63,8 +65,8 @@ VARIANTS = {
     "w32-mix6000": ("w32", SHIPPED_WEIGHTS, 6000, 0),
     "wG-oneobj": ("wG", SHIPPED_WEIGHTS, 1500, 0, ONE_OBJECT),
     "wG-oneobj-mix1200": ("wG", SHIPPED_WEIGHTS, 1200, 0, ONE_OBJECT),
-    "wG-oneobj-wd": ("wG", SHIPPED_WEIGHTS.replace("ocr=3", "ocr=4"), 1500, 0, ONE_OBJECT_WD),
-    "wG-oneobj-wd-s1": ("wG", SHIPPED_WEIGHTS.replace("ocr=3", "ocr=4"), 1500, 1, ONE_OBJECT_WD),
+    "wG-oneobj-wd": ("wG", OCR4_WEIGHTS, 1500, 0, ONE_OBJECT_WD),
+    "wG-oneobj-wd-s1": ("wG", OCR4_WEIGHTS, 1500, 1, ONE_OBJECT_WD),
 }
 TASKS = ("caption", "count_shape", "count_color", "color", "detect", "segment", "ocr")
 VQA_TASKS = ("count_shape", "count_color", "color")
