@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from train_shipped_model import DETECT_RUN, MIX_RUN, SUITE, TOWER_RUN
+from train_shipped_model import DETECT_RUN, LAST_RUN, MIX_RUN, ONE_OBJECT_RUN, SUITE, TOWER_RUN
 
 from pg2edge.tasks import SuiteConfig, is_current
 
@@ -42,10 +42,10 @@ OCR4_WEIGHTS = MIX_RUN[MIX_RUN.index("--task-weights") + 1]  # the shipped recip
 ONE_OBJECT = (("simple", {"--tasks": "count_color", "--steps": 300}),
               ("train", {"--task-weights": "ocr=3,count_shape=2,count_color=1,color=2,detect=2.5", "--steps": 600,
                          "--lr": "1e-3"}))
-# The same route with weight decay in a longer last stage, after a mix stage with OCR at 4 shares: the shipped
-# recipe's decoder stages (README: VQA 0.920, detection 0.844, OCR CER 0.011 on the CPU; not run on a GPU yet).
-ONE_OBJECT_WD = (ONE_OBJECT[0], ("train", {**ONE_OBJECT[1][1], "--wd": "1.0", "--steps": 900,
-                                           "--task-weights": "ocr=3,count_shape=4,count_color=1,color=2,detect=2.5"}))
+# The shipped recipe's stages after its mix stage (one-object counting, then the last mix stage with weight decay;
+# README: VQA 0.920, detection 0.844, OCR CER 0.011 on the CPU; not run on a GPU yet), as its own options.
+ONE_OBJECT_WD = (("simple", dict(zip(ONE_OBJECT_RUN[::2], ONE_OBJECT_RUN[1::2]))),
+                 ("train", dict(zip(LAST_RUN[::2], LAST_RUN[1::2]))))
 # name: (window, --task-weights, mix steps, --seed[, stages after the mix stage])
 VARIANTS = {
     "w32-base": ("w32", SHIPPED_WEIGHTS, 1500, 0),
